@@ -1,0 +1,21 @@
+"""Model zoo: Wide-ResNets and small CNNs wrapped with an energy head."""
+from models.energy import EnergyModel
+from models.norms import NORMS
+from models.small_cnn import SmallCNN
+from models.wide_resnet import WideResNet
+
+MODELS = ("wrn", "cnn")
+
+
+def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch", dropout_rate=0.0, uncond=False,
+                image_size=32):
+    """An EnergyModel from the script flags (--model, --depth, --width, --norm, --dropout_rate, --uncond)."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+    if model == "wrn":
+        backbone = WideResNet(depth, width, in_channels, norm, dropout_rate)
+    elif model == "cnn":
+        backbone = SmallCNN(in_channels, base=16 * width, norm=norm, image_size=image_size)
+    else:
+        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    return EnergyModel(backbone, n_classes, uncond)

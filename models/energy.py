@@ -1,0 +1,28 @@
+"""Energy heads on a feature extractor: JEM's logsumexp energy or a separate scalar head (--uncond)."""
+import torch
+import torch.nn as nn
+
+
+class EnergyModel(nn.Module):
+    """f(x) = -E(x): logsumexp of the class logits, or a separate linear head when `uncond`."""
+
+    def __init__(self, backbone, n_classes, uncond=False):
+        super().__init__()
+        self.f = backbone
+        self.n_classes = n_classes
+        self.uncond = uncond
+        self.class_output = nn.Linear(backbone.feature_dim, n_classes)
+        self.energy_output = nn.Linear(backbone.feature_dim, 1) if uncond else None
+
+    def forward(self, x, y=None):
+        """Return (f(x) or f(x)[y], logits); f is the negative energy, one value per image."""
+        h = self.f(x)
+        logits = self.class_output(h)
+        if self.uncond:
+            return self.energy_output(h).squeeze(-1), logits
+        if y is None:
+            return torch.logsumexp(logits, dim=1), logits
+        return logits.gather(1, y[:, None]).squeeze(1), logits
+
+    def classify(self, x):
+        return self.class_output(self.f(x))

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# M-JEM on CIFAR-10, the published recipe: p(x) + p(y|x), K=5 SGLD steps, l2 0.5, SGLD noise 0.001, WRN-28-10.
+# Needs cifar10_mean_one.pt / cifar10_cov_one.pt: python one_center.py --dataset cifar10 --data_root ./data
+# Extra arguments are passed on last, so they override these.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec "${PYTHON:-python}" train_maebm.py --dataset cifar10 \
+  --lr .1 --optimizer sgd \
+  --px 1.0 --pyx 1.0 \
+  --sigma .0 --width 10 --depth 28 \
+  --plot_uncond --warmup_iters 1000 \
+  --model wrn \
+  --norm batch \
+  --print_every 100 \
+  --n_epochs 200 --decay_epochs 60 120 180 \
+  --n_steps 5 \
+  --sgld_lr 1 \
+  --sgld_std 0.001 \
+  --l2_coeff 0.5 \
+  --save_dir ./experiment/majem_cifar10 \
+  "$@"

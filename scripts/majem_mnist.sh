@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# majem recipe on mnist (offline data) with a WRN-16-4 sized for 28x28 images and a 50-epoch schedule:
+# pyx 1.0, K=5 SGLD steps, SGLD noise 0.001, l2 0.5. Meant for a GPU; extra arguments are passed last.
+# Needs mnist_mean_one.pt / mnist_cov_one.pt: python one_center.py --dataset mnist
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec "${PYTHON:-python}" train_maebm.py --dataset mnist \
+  --lr .1 --optimizer sgd \
+  --px 1.0 --pyx 1.0 \
+  --sigma .0 --width 4 --depth 16 \
+  --plot_uncond --warmup_iters 1000 \
+  --model wrn \
+  --norm batch \
+  --print_every 100 \
+  --n_epochs 50 --decay_epochs 20 35 45 \
+  --n_steps 5 \
+  --sgld_lr 1 \
+  --sgld_std 0.001 \
+  --l2_coeff 0.5 \
+  --n_valid 5000 \
+  --save_dir ./experiment/majem_mnist \
+  "$@"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# From a fresh clone: set up .venv, fit the Fashion-MNIST Gaussian, train M-JEM for a few minutes on the
+# CPU (or GPU), then print the test accuracy and where the sample grids are. Extra arguments go to train_maebm.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+PY=${VENV:-.venv}/bin/python
+RUN=${RUN:-experiment/quickstart_$(date +%Y%m%d_%H%M%S)}
+"$PY" one_center.py --dataset fashionmnist --data_root ./data --save_dir ./data/centers
+"$PY" train_maebm.py --dataset fashionmnist --data_root ./data --center_dir ./data/centers \
+  --model cnn --width 1 --norm batch \
+  --px 1.0 --pyx 1.0 --n_steps 5 --sgld_lr 1 --sgld_std 0.001 --l2_coeff 0.5 \
+  --lr 0.1 --warmup_iters 200 --n_epochs 5 --decay_epochs 4 --n_valid 5000 \
+  --plot_uncond --plot_every 200 --save_dir "$RUN" "$@"
+"$PY" - "$RUN" <<'PYEOF'
+import glob, json, sys
+run = sys.argv[1]
+rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
+acc = [r for r in rows if "test/acc" in r][-1]
+print(f"test accuracy after epoch {acc['epoch']}: {100 * acc['test/acc']:.2f}%")
+grids = sorted(glob.glob(f"{run}/samples/*.png"))
+print(f"sample grids: {run}/samples/ ({len(grids)} PNGs, newest {grids[-1] if grids else 'none'})")
+print(f"checkpoints and logs: {run}/ (TensorBoard: tensorboard --logdir {run}/tb)")
+PYEOF

@@ -1,0 +1,96 @@
+"""Bad input: one clear line on stderr, a non-zero exit, no traceback, nothing written or changed."""
+import hashlib
+import os
+
+import pytest
+import torch
+
+from conftest import TINY, run_script
+
+
+def snapshot(path):
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            out[p] = hashlib.md5(open(p, "rb").read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory, fmnist_root, fmnist_centers):
+    save = str(tmp_path_factory.mktemp("existing") / "run")
+    run_script("train_maebm.py", "--data_root", fmnist_root, "--center_dir", fmnist_centers, "--save_dir", save,
+               *TINY, "--max_iters", "2", check=True)
+    return save
+
+
+CASES = [
+    # (name, script, args builder, expected text in the message)
+    ("unknown flag", "train_maebm.py", lambda c: ["--no_such_flag"], "unrecognized arguments"),
+    ("abbreviated flag", "train_maebm.py", lambda c: ["--n_ste", "3"], "unrecognized arguments"),
+    ("ill-typed int", "train_maebm.py", lambda c: ["--n_steps", "five"], "--n_steps"),
+    ("zero steps", "train_maebm.py", lambda c: ["--n_steps", "0"], "positive integer"),
+    ("negative batch", "train_maebm.py", lambda c: ["--batch_size", "-4"], "--batch_size"),
+    ("zero buffer", "train_maebm.py", lambda c: ["--buffer_size", "0"], "--buffer_size"),
+    ("reinit above 1", "train_maebm.py", lambda c: ["--reinit_freq", "1.5"], "--reinit_freq"),
+    ("negative sgld noise", "train_maebm.py", lambda c: ["--sgld_std", "-1"], "--sgld_std"),
+    ("unknown dataset", "train_maebm.py", lambda c: ["--dataset", "imagenet21k"], "--dataset"),
+    ("unknown norm", "train_maebm.py", lambda c: ["--norm", "group"], "--norm"),
+    ("bad wrn depth", "train_maebm.py", lambda c: ["--model", "wrn", "--depth", "12"], "6n+4"),
+    ("missing data root", "train_maebm.py", lambda c: ["--data_root", c["empty"], "--dataset", "cifar10"], "--data_root"),
+    ("missing gaussian", "train_maebm.py", lambda c: ["--center_dir", c["empty"]], "one_center.py --dataset fashionmnist"),
+    ("wrong-shape gaussian", "train_maebm.py", lambda c: ["--center_dir", c["wrong_shape"]], "expected a mean of 784"),
+    ("non-PSD gaussian", "train_maebm.py", lambda c: ["--center_dir", c["non_psd"]], "not positive definite"),
+    ("NaN gaussian", "train_maebm.py", lambda c: ["--center_dir", c["nan"]], "NaN"),
+    ("buffer not divisible", "train_maebm.py", lambda c: ["--class_cond_p_x_sample", "--buffer_size", "105"], "divisible"),
+    ("class cond with uncond", "train_maebm.py", lambda c: ["--class_cond_p_x_sample", "--uncond"], "--uncond"),
+    ("nothing to train", "train_maebm.py", lambda c: ["--px", "0", "--pyx", "0"], "nothing to train"),
+    ("existing run dir", "train_maebm.py", lambda c: ["--save_dir", c["existing"]], "already holds a run"),
+    ("unwritable save dir", "train_maebm.py", lambda c: ["--save_dir", "/proc/forbidden/run"], "--save_dir"),
+    ("n_valid too large", "train_maebm.py", lambda c: ["--n_valid", "100000"], "--n_valid"),
+    ("missing load_path", "train_maebm.py", lambda c: ["--load_path", c["empty"] + "/nope.pt"], "not found"),
+    ("corrupt load_path", "train_maebm.py", lambda c: ["--load_path", c["corrupt"]], "corrupt"),
+    ("other-architecture load_path", "train_maebm.py",
+     lambda c: ["--load_path", c["existing"] + "/last_ckpt.pt", "--width", "2"], "does not match"),
+    ("resume of a non-run", "train_maebm.py", lambda c: ["--resume", c["empty"]], "no loadable checkpoint"),
+    ("one_center unknown dataset", "one_center.py", lambda c: ["--dataset", "nope"], "--dataset"),
+    ("one_center missing data", "one_center.py", lambda c: ["--data_root", c["empty"], "--dataset", "svhn"], "--data_root"),
+    ("one_center zero batch", "one_center.py", lambda c: ["--batch_size", "0"], "--batch_size"),
+]
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory, existing_run):
+    tmp = tmp_path_factory.mktemp("cases")
+    (tmp / "empty").mkdir()
+    corrupt = tmp / "corrupt.pt"
+    corrupt.write_bytes(open(os.path.join(existing_run, "last_ckpt.pt"), "rb").read()[:5000])
+    files = {"empty": str(tmp / "empty"), "existing": existing_run, "corrupt": str(corrupt)}
+    for name, mean, cov in (("wrong_shape", torch.zeros(10), torch.eye(10)),
+                            ("non_psd", torch.zeros(784), -torch.eye(784)),
+                            ("nan", torch.full((784,), float("nan")), torch.eye(784))):
+        d = tmp / name
+        d.mkdir()
+        torch.save(mean, d / "fashionmnist_mean_one.pt")
+        torch.save(cov, d / "fashionmnist_cov_one.pt")
+        files[name] = str(d)
+    return files
+
+
+@pytest.mark.parametrize("name,script,build,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(name, script, build, expected, case_files, fmnist_root, fmnist_centers, tmp_path):
+    save = str(tmp_path / "new_run")
+    base = ["--data_root", fmnist_root]
+    if script == "train_maebm.py":
+        base += ["--center_dir", fmnist_centers, "--save_dir", save, *TINY, "--max_iters", "1"]
+    else:
+        base += ["--save_dir", str(tmp_path / "centers")]
+    before = snapshot(case_files["existing"])
+    proc = run_script(script, *base, *build(case_files))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert expected in lines[0], lines[0]
+    assert snapshot(case_files["existing"]) == before
+    assert not os.path.exists(os.path.join(save, "last_ckpt.pt"))

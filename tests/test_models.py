@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from models import NORMS, build_model
+from utils.training import lr_at, px_loss
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_wrn_on_grayscale_28_and_rgb_32(norm):
+    for ch, size in ((1, 28), (3, 32)):
+        model = build_model("wrn", 10, ch, depth=10, width=1, norm=norm)
+        f, logits = model(torch.randn(4, ch, size, size))
+        assert f.shape == (4,) and logits.shape == (4, 10) and torch.isfinite(f).all()
+
+
+def test_joint_energy_is_logsumexp_of_logits_and_class_energy_is_the_logit():
+    model = build_model("cnn", 10, 1, width=1, norm="none", image_size=28)
+    x = torch.randn(5, 1, 28, 28)
+    f, logits = model(x)
+    assert torch.allclose(f, torch.logsumexp(logits, 1))
+    y = torch.tensor([0, 3, 9, 2, 2])
+    fy, _ = model(x, y)
+    assert torch.allclose(fy, logits[torch.arange(5), y])
+    assert torch.allclose(model.classify(x), logits)
+
+
+def test_uncond_head_is_separate_from_the_classifier():
+    model = build_model("cnn", 10, 1, width=1, norm="none", uncond=True, image_size=28)
+    x = torch.randn(5, 1, 28, 28)
+    f, logits = model(x)
+    assert f.shape == (5,)
+    assert not torch.allclose(f, torch.logsumexp(logits, 1))
+    assert torch.allclose(f, model.energy_output(model.f(x)).squeeze(1))
+    f.sum().backward()
+    assert model.energy_output.weight.grad is not None and model.class_output.weight.grad is None
+
+
+def test_bad_model_and_norm_names():
+    with pytest.raises(ValueError, match="unknown norm"):
+        build_model("wrn", 10, 3, norm="group")
+    with pytest.raises(ValueError, match="6n\\+4"):
+        build_model("wrn", 10, 3, depth=12)
+
+
+def test_px_loss_value_and_gradient_direction():
+    fp = torch.tensor([1.0, 3.0], requires_grad=True)
+    fq = torch.tensor([0.0, -2.0], requires_grad=True)
+    loss = px_loss(fp, fq, l2_coeff=0.5)
+    assert loss.item() == pytest.approx(-(2.0 - (-1.0)) + 0.5 * ((1 + 9) / 2 + 1.0))
+    loss.backward()
+    # d/dfp_i = -1/n + l2 * 2 fp_i / n ; d/dfq_i = 1/n + l2 * 2 mean(fq) / n
+    assert torch.allclose(fp.grad, torch.tensor([-0.5 + 0.5, -0.5 + 1.5]))
+    assert torch.allclose(fq.grad, torch.tensor([0.5 - 0.5, 0.5 - 0.5]))
+    fp.grad = fq.grad = None
+    px_loss(fp, fq, l2_coeff=0.0).backward()
+    assert (fp.grad < 0).all() and (fq.grad > 0).all()  # descent raises f on data, lowers it on samples
+
+
+def test_lr_schedule_warmup_and_decay():
+    assert lr_at(0.1, 0, 0, 1000, [60, 120], 0.2) == 0
+    assert lr_at(0.1, 500, 0, 1000, [60, 120], 0.2) == pytest.approx(0.05)
+    assert lr_at(0.1, 5000, 59, 1000, [60, 120], 0.2) == pytest.approx(0.1)
+    assert lr_at(0.1, 5000, 60, 1000, [60, 120], 0.2) == pytest.approx(0.02)
+    assert lr_at(0.1, 9000, 130, -1, [60, 120], 0.2) == pytest.approx(0.004)

@@ -1,0 +1,425 @@
+"""Train M-EBM (p(x)) and M-JEM (p(x) + p(y|x)) with SGLD chains started from a fitted Gaussian.
+
+Published recipes (scripts/maebm_cifar10.sh, scripts/majem_cifar10.sh) run unchanged.
+Example: python train_maebm.py --dataset fashionmnist --model cnn --width 1 --n_epochs 2 --save_dir runs/fm
+"""
+import json
+import math
+import os
+import signal
+import sys
+from types import SimpleNamespace
+
+import torch
+import torchvision.utils as vutils
+from torch.utils.data import Subset
+from tqdm import tqdm
+
+from models import MODELS, NORMS, build_model
+from utils.buffer import ReplayBuffer, uniform_start
+from utils.checkpoint import CheckpointDir, atomic_torch_save, load_checkpoint, rng_state, set_rng_state
+from utils.data import (DATASETS, dataset_info, dataset_labels, image_transform, labelled_subset, load_dataset,
+                        make_loader, split_train_valid)
+from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int,
+                          probability, run_cli)
+from utils.gaussian import load_gaussian_start
+from utils.run_dir import RunLogger, prepare_run_dir
+from utils.sgld import sgld_sample
+from utils.training import ResumableStream, evaluate_classifier, lr_at, px_loss, pyx_loss
+
+NOOP = "accepted for upstream compatibility; has no effect here"
+ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond")
+
+
+def build_parser():
+    p = ArgumentParser("train_maebm.py", description=__doc__.split("\n")[0])
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS))
+    g.add_argument("--data_root", default="./data", help="dataset root; Fashion-MNIST/MNIST are set up here offline")
+    g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset (needs network)")
+    g.add_argument("--n_valid", type=nonneg_int, default=0,
+                   help="training images held out for validation and best_valid_ckpt.pt (0: none)")
+    g.add_argument("--labels_per_class", type=int, default=-1, help="labelled images per class for p(y|x) (-1: all)")
+    g.add_argument("--workers", type=int, default=-1, help="data-loader workers (-1: 4 on CUDA, 0 on CPU)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=positive_float, default=0.1)
+    g.add_argument("--decay_epochs", nargs="+", type=int, default=[60, 120, 180],
+                   help="decay learning rate by decay_rate at these epochs")
+    g.add_argument("--decay_rate", type=positive_float, default=0.2, help="learning rate decay multiplier")
+    g.add_argument("--clf_only", action="store_true", help="only train the classifier head")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd")
+    g.add_argument("--batch_size", type=positive_int, default=64, help="p(x) batch: data and SGLD chains")
+    g.add_argument("--pyx_batch_size", type=positive_int, default=128,
+                   help="labelled batch for p(y|x) (random crop + flip); it sets the epoch length when --pyx > 0")
+    g.add_argument("--n_epochs", type=positive_int, default=200)
+    g.add_argument("--max_iters", type=nonneg_int, default=0, help="stop after this many iterations in all (0: no limit)")
+    g.add_argument("--warmup_iters", type=int, default=1000,
+                   help="iterations of linear learning-rate warm-up (-1 or 0: none)")
+    g.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
+
+    g = p.add_argument_group("loss")
+    g.add_argument("--px", type=nonneg_float, default=1.0, help="weight of the p(x) (contrastive) loss")
+    g.add_argument("--pyx", type=nonneg_float, default=1.0, help="weight of the p(y|x) cross-entropy")
+    g.add_argument("--l2_coeff", type=nonneg_float, default=0.0,
+                   help="energy regulariser l2 * (mean f(x+)^2 + (mean f(x-))^2)")
+    g.add_argument("--sigma", type=nonneg_float, default=0.0, help="std of Gaussian noise added to p(x) data")
+    g.add_argument("--rho", type=float, default=2, help=NOOP)
+    g.add_argument("--eps", type=float, default=1, help=NOOP)
+
+    g = p.add_argument_group("network")
+    g.add_argument("--model", default="wrn", choices=list(MODELS), help="wrn: Wide-ResNet; cnn: small 4-conv CNN")
+    g.add_argument("--norm", default="batch", choices=list(NORMS))
+    g.add_argument("--width", type=positive_int, default=10, help="WRN width (cnn: base filters / 16)")
+    g.add_argument("--depth", type=positive_int, default=28, help="WRN depth (6n+4)")
+    g.add_argument("--dropout_rate", type=probability, default=0.0)
+    g.add_argument("--uncond", action="store_true", help="separate scalar energy head (else E = -logsumexp logits)")
+
+    g = p.add_argument_group("SGLD and replay buffer")
+    g.add_argument("--n_steps", type=positive_int, default=10, help="SGLD steps per iteration (K)")
+    g.add_argument("--sgld_lr", type=positive_float, default=1.0, help="SGLD step size on the clamped gradient")
+    g.add_argument("--sgld_std", type=nonneg_float, default=0.0, help="SGLD noise std")
+    g.add_argument("--buffer_size", type=positive_int, default=10000)
+    g.add_argument("--reinit_freq", type=probability, default=0.05, help="fraction of chains restarted each draw")
+    g.add_argument("--init", default="gm", choices=["gm", "gm_class", "u"],
+                   help="chain starts: gm fitted Gaussian, gm_class one Gaussian per class, u uniform")
+    g.add_argument("--center_dir", default=".", help="where one_center.py wrote {dataset}_mean_one.pt / _cov_one.pt")
+    g.add_argument("--class_cond_p_x_sample", action="store_true",
+                   help="sample chains from p(x|y) with y uniform (class blocks in the buffer)")
+
+    g = p.add_argument_group("run directory, logging, checkpoints")
+    g.add_argument("--save_dir", default="./experiment", help="run directory (refused if it holds a run)")
+    g.add_argument("--overwrite", action="store_true", help="write into an existing run directory")
+    g.add_argument("--resume", default=None, help="RUN_DIR or 'auto' (= --save_dir): continue from its newest checkpoint")
+    g.add_argument("--load_path", default=None, help="start from this checkpoint's model (and buffer)")
+    g.add_argument("--ckpt_every", type=positive_int, default=10, help="epochs between ckpt_{epoch}.pt")
+    g.add_argument("--ckpt_every_iters", type=nonneg_int, default=0,
+                   help="also write last_ckpt.pt every N iterations (0: only at epoch ends)")
+    g.add_argument("--keep_ckpts", type=positive_int, default=3,
+                   help="rolling checkpoints ckpt_iter_N.pt kept (last_ckpt.pt links the newest)")
+    g.add_argument("--eval_every", type=positive_int, default=1, help="epochs between validation/test evaluation")
+    g.add_argument("--print_every", type=positive_int, default=100, help="iterations between logged metrics")
+    g.add_argument("--plot_every", type=positive_int, default=100, help="iterations between sample grids")
+    g.add_argument("--plot_uncond", action="store_true", help="save a grid of replay-buffer samples each epoch")
+    g.add_argument("--plot_cond", action="store_true", help="save class-conditional sample grids each epoch")
+    g.add_argument("--novis", action="store_true", help="save no sample grids")
+    g.add_argument("--diverge_threshold", type=positive_float, default=1e5,
+                   help="|loss| above this (or any NaN/inf in loss or samples) counts as divergence")
+    g.add_argument("--rollback_lr_factor", type=positive_float, default=0.5,
+                   help="on divergence, roll back to the last checkpoint and multiply the lr by this")
+    g.add_argument("--max_rollbacks", type=nonneg_int, default=3, help="give up after this many rollbacks")
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--gpu-id", default="0", help="CUDA device index")
+    g.add_argument("--exp_name", default="MAEBM", help="free text stored with the run")
+    g.add_argument("--note", default="", help="free text stored with the run")
+    for name in ("--no_fid", "--print_to_log", "--debug"):
+        g.add_argument(name, action="store_true", help=NOOP + ("; use eval_maebm.py --eval fid" if name == "--no_fid" else ""))
+    for name, default in (("--dir_path", "./experiment"), ("--log_dir", "./runs"), ("--log_arg", "")):
+        g.add_argument(name, default=default, help=NOOP + "; the run directory is --save_dir")
+    return p
+
+
+def check_args(args, n_classes):
+    if args.px == 0 and args.pyx == 0:
+        raise UserError("--px and --pyx are both 0: nothing to train")
+    if args.model == "wrn" and (args.depth - 4) % 6:
+        raise UserError(f"--depth: Wide-ResNet depth must be 6n+4 (10, 16, 22, 28, ...), got {args.depth}")
+    if args.class_cond_p_x_sample and args.uncond:
+        raise UserError("--class_cond_p_x_sample needs class logits as energies; it cannot be used with --uncond")
+    blocked = args.class_cond_p_x_sample
+    if args.px > 0 and blocked and args.buffer_size % n_classes:
+        raise UserError(f"--buffer_size: {args.buffer_size} is not divisible by the {n_classes} classes "
+                        "(needed by --class_cond_p_x_sample)")
+
+
+def select_device(args):
+    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    return torch.device(f"cuda:{int(args.gpu_id.split(',')[0])}")
+
+
+def architecture(args, in_channels, image_size, n_classes):
+    return {**{k: getattr(args, k) for k in ARCH_KEYS}, "in_channels": in_channels,
+            "image_size": image_size, "n_classes": n_classes}
+
+
+def check_same_architecture(ckpt, arch, path):
+    theirs = ckpt.get("arch", {})
+    diff = [f"{k}={theirs.get(k)!r} in the checkpoint vs {v!r} in the flags" for k, v in arch.items() if theirs.get(k) != v]
+    if diff:
+        raise UserError(f"checkpoint {path} does not match the flags: " + "; ".join(diff))
+
+
+class StopRequest:
+    """Records SIGTERM/SIGINT so the loop can finish its iteration, checkpoint and exit."""
+
+    def __init__(self):
+        self.signum = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+
+def save_grid(x, path, nrow=None):
+    vutils.save_image(x.detach().float().cpu(), path, nrow=nrow or int(math.ceil(math.sqrt(len(x)))),
+                      normalize=True, value_range=(-1, 1))
+
+
+def load_data(args, device):
+    """Train (un-augmented for p(x), augmented for p(y|x)), validation and test loaders."""
+    train_plain = load_dataset(args.dataset, args.data_root, True, image_transform(args.dataset, False), args.download)
+    train_aug = load_dataset(args.dataset, args.data_root, True, image_transform(args.dataset, True), args.download)
+    test_set = load_dataset(args.dataset, args.data_root, False, image_transform(args.dataset, False), args.download)
+    labels = dataset_labels(train_plain)
+    n_classes = DATASETS[args.dataset][2] or int(labels.max()) + 1
+    if args.n_valid:
+        train_idx, valid_idx = split_train_valid(len(train_plain), args.n_valid, args.seed)
+    else:
+        train_idx, valid_idx = torch.arange(len(train_plain)), torch.arange(0)
+    labelled_idx = labelled_subset(train_idx, labels, args.labels_per_class, args.seed)
+    workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
+    eval_loader = lambda ds: make_loader(ds, 256, args.seed, workers, shuffle=False, drop_last=False)
+    return SimpleNamespace(
+        n_classes=n_classes, n_train=len(train_idx), n_valid=len(valid_idx), n_test=len(test_set),
+        px=make_loader(Subset(train_plain, train_idx.tolist()), args.batch_size, args.seed, workers),
+        labelled=make_loader(Subset(train_aug, labelled_idx.tolist()), args.pyx_batch_size, args.seed + 1, workers),
+        valid=eval_loader(Subset(train_plain, valid_idx.tolist())) if args.n_valid else None,
+        test=eval_loader(test_set))
+
+
+def make_optimizer(args, model):
+    params = model.class_output.parameters() if args.clf_only else model.parameters()
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
+    return torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+
+
+def make_start_fn(args, image_shape, device):
+    """Fresh chain starts: start_fn(n, y=None) -> n images in [-1,1]."""
+    if args.init == "u":
+        return lambda n, y=None: uniform_start(n, image_shape, device)
+    gauss = load_gaussian_start(args.center_dir, args.dataset, image_shape, args.init == "gm_class", device)
+    return gauss.sample
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.resume == "auto":
+        args.resume = args.save_dir
+    if args.resume is not None:
+        args.save_dir = args.resume
+    in_channels, image_size, _ = dataset_info(args.dataset)
+    image_shape = (in_channels, image_size, image_size)
+    device = select_device(args)
+    torch.manual_seed(args.seed)
+    data = load_data(args, device)
+    n_classes = data.n_classes
+    check_args(args, n_classes)
+    start_fn = make_start_fn(args, image_shape, device)
+    arch = architecture(args, in_channels, image_size, n_classes)
+    # Read any checkpoint before touching the run directory, so a bad one changes nothing.
+    if args.resume is not None:
+        if not os.path.isdir(args.save_dir):
+            raise UserError(f"--resume: {args.save_dir} is not a run directory")
+        try:
+            ckpt, ckpt_path, skipped = CheckpointDir(args.save_dir).newest_loadable()
+        except UserError as e:
+            raise UserError(f"--resume: {e}") from None
+    elif args.load_path:
+        ckpt, ckpt_path, skipped = load_checkpoint(args.load_path), args.load_path, []
+    else:
+        ckpt = ckpt_path = None
+    if ckpt is not None:
+        check_same_architecture(ckpt, arch, ckpt_path)
+    prepare_run_dir(args.save_dir, args.overwrite, args.resume is not None)
+    logger = RunLogger(args.save_dir)
+    logger.record_command(args)
+
+    model = build_model(args.model, n_classes, in_channels, args.depth, args.width, args.norm, args.dropout_rate,
+                        args.uncond, image_size).to(device)
+    optim = make_optimizer(args, model)
+    buffer = None
+    if args.px > 0:
+        block_y = (torch.arange(n_classes, device=device).repeat_interleave(args.buffer_size // n_classes)
+                   if args.class_cond_p_x_sample else None)
+        buffer = ReplayBuffer(start_fn(args.buffer_size, block_y), n_classes if args.class_cond_p_x_sample else None)
+    iters_per_epoch = len(data.labelled if args.pyx > 0 else data.px)
+    total_iters = args.n_epochs * iters_per_epoch
+    if args.max_iters:
+        total_iters = min(total_iters, args.max_iters)
+    state = {"iteration": 0, "epoch": 0, "batch": 0, "best_valid_acc": -1.0, "lr_scale": 1.0, "rollbacks": 0,
+             "rolled_back_to": None}
+    px_stream, lab_stream = ResumableStream(data.px), ResumableStream(data.labelled)
+
+    ckpts = CheckpointDir(args.save_dir, args.keep_ckpts)
+
+    def checkpoint(name=None):
+        """Write the full training state: a rolling checkpoint (and last_ckpt.pt), or the file `name`."""
+        payload = {"model_state_dict": model.state_dict(), "optimizer_state_dict": optim.state_dict(),
+                   "replay_buffer": buffer.samples if buffer is not None else None, "rng": rng_state(),
+                   "arch": arch, "args_json": json.dumps(vars(args)), **state,
+                   "px_stream": px_stream.position(), "lab_stream": lab_stream.position()}
+        if name is None:
+            ckpts.save(payload, state["iteration"])
+        else:
+            atomic_torch_save(payload, os.path.join(args.save_dir, name))
+
+    def restore(ckpt):
+        model.load_state_dict(ckpt["model_state_dict"])
+        optim.load_state_dict(ckpt["optimizer_state_dict"])
+        if buffer is not None:
+            buffer.samples = ckpt["replay_buffer"].to(device)
+        for k in state:
+            state[k] = ckpt[k]
+        px_stream.seek(**ckpt["px_stream"])
+        lab_stream.seek(**ckpt["lab_stream"])
+        set_rng_state(ckpt["rng"])
+
+    if args.resume is not None:
+        restore(ckpt)
+        for err in skipped:
+            logger.log(f"skipped unreadable checkpoint: {err}")
+        logger.log(f"resumed from {ckpt_path} at iteration {state['iteration']} (epoch {state['epoch']})")
+    else:
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model_state_dict"])
+            saved = ckpt.get("replay_buffer")
+            if buffer is not None and saved is not None and saved.shape == buffer.samples.shape:
+                buffer.samples = saved.to(device)
+            logger.log(f"loaded weights from {ckpt_path}")
+        checkpoint()  # a known-good state that a divergence can roll back to
+
+    stop = StopRequest()
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.log(f"{args.dataset}: {data.n_train} train / {data.n_valid} valid / {data.n_test} test images; "
+               f"model {args.model} ({n_params / 1e6:.2f}M params) on {device}; {iters_per_epoch} iterations/epoch")
+    model.train()
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    bar = tqdm(total=total_iters, initial=state["iteration"], dynamic_ncols=True, desc="train")
+    while state["iteration"] < total_iters:
+        it, epoch = state["iteration"], state["epoch"]
+        lr = state["lr_scale"] * lr_at(args.lr, it, epoch, args.warmup_iters, args.decay_epochs, args.decay_rate)
+        for group in optim.param_groups:
+            group["lr"] = lr
+
+        loss = torch.zeros((), device=device)
+        logs = {}
+        if args.px > 0:
+            x_p = px_stream.next()[0].to(device, non_blocking=True)
+            if args.sigma > 0:
+                x_p = x_p + args.sigma * torch.randn_like(x_p)
+            f_p, _ = model(x_p)
+            y_q = torch.randint(0, n_classes, (args.batch_size,), device=device) if args.class_cond_p_x_sample else None
+            x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq, y_q)
+            x_q = sgld_sample(model, x0, args.n_steps, args.sgld_lr, args.sgld_std, y=y_q)
+            buffer.update(idx, x_q)
+            f_q, _ = model(x_q)
+            l_px = px_loss(f_p, f_q, args.l2_coeff)
+            loss = loss + args.px * l_px
+            bad |= ~torch.isfinite(x_q).all()
+            logs.update({"loss/px": l_px.detach(), "energy/f_data": f_p.detach().mean(),
+                         "energy/f_samples": f_q.detach().mean()})
+        if args.pyx > 0:
+            x_l, y_l = lab_stream.next()
+            logits = model.classify(x_l.to(device, non_blocking=True))
+            l_pyx, acc = pyx_loss(logits, y_l.to(device, non_blocking=True))
+            loss = loss + args.pyx * l_pyx
+            logs.update({"loss/pyx": l_pyx.detach(), "train/acc": acc})
+        bad |= ~torch.isfinite(loss) | (loss.detach().abs() > args.diverge_threshold)
+
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        state["iteration"], state["batch"] = it + 1, state["batch"] + 1
+        bar.update(1)
+        epoch_end = state["batch"] == iters_per_epoch
+        if epoch_end:
+            state["epoch"], state["batch"] = epoch + 1, 0
+        finished = state["iteration"] >= total_iters
+        ckpt_due = epoch_end or finished or stop.signum is not None or \
+            (args.ckpt_every_iters and state["iteration"] % args.ckpt_every_iters == 0)
+
+        # The health flag is read (one host sync) only when logging or before a checkpoint is written,
+        # so a checkpoint never holds a diverged state.
+        if it % args.print_every == 0 or ckpt_due:
+            if bool(bad):
+                if args.px > 0 and not args.novis:
+                    save_grid(x_q, os.path.join(args.save_dir, f"diverge_{epoch}_{it:08d}.png"))
+                if state["rollbacks"] >= args.max_rollbacks:
+                    raise UserError(f"training diverged at iteration {it} after {state['rollbacks']} rollbacks "
+                                    f"(see --max_rollbacks); samples saved as diverge_*.png in {args.save_dir}")
+                lr_scale, rollbacks = state["lr_scale"] * args.rollback_lr_factor, state["rollbacks"] + 1
+                # Diverging again before passing a newer checkpoint means that checkpoint may already be
+                # on its way out: go one further back.
+                last = state["rolled_back_to"]
+                again = last is not None and ckpts.rolling()[0][0] <= last
+                try:
+                    ckpt, path, _ = ckpts.newest_loadable(before=last if again else None)
+                except UserError:
+                    ckpt, path, _ = ckpts.newest_loadable()
+                restore(ckpt)
+                state["lr_scale"], state["rollbacks"], state["rolled_back_to"] = lr_scale, rollbacks, ckpt["iteration"]
+                torch.manual_seed(args.seed + 7919 * rollbacks)
+                bad.zero_()
+                bar.reset(total=total_iters)
+                bar.update(state["iteration"])
+                logger.log(f"divergence at iteration {it}: rolled back to {path} (iteration {state['iteration']}), "
+                           f"lr scaled to x{lr_scale:g} (rollback {rollbacks}/{args.max_rollbacks})")
+                continue
+        if it % args.print_every == 0:
+            values = {k: float(v) for k, v in {"loss/total": loss.detach(), **logs}.items()}
+            logger.metrics(it, epoch=epoch, lr=lr, **values)
+            bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}")
+            logger.log(f"it {it} ep {epoch} lr {lr:.4g} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),
+                       echo=False)
+        if args.px > 0 and not args.novis and it % args.plot_every == 0:
+            save_grid(x_q, os.path.join(args.save_dir, "samples", f"x_q_{epoch}_{it:08d}.png"))
+        if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
+            evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint)
+        if epoch_end and epoch % args.ckpt_every == 0:
+            checkpoint(f"ckpt_{epoch}.pt")
+        if ckpt_due:
+            checkpoint()
+        if stop.signum is not None:
+            bar.close()
+            logger.log(f"stopped by signal {stop.signum} at iteration {state['iteration']}; "
+                       f"continue with --resume {args.save_dir}")
+            logger.close()
+            return 128 + stop.signum
+    bar.close()
+    logger.log(f"finished at iteration {state['iteration']}; run directory {args.save_dir}")
+    logger.close()
+    return 0
+
+
+def evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint):
+    """Validation/test metrics, best_valid_ckpt.pt, and the epoch's sample grids."""
+    results = {}
+    if data.valid is not None:
+        results["valid/loss"], results["valid/acc"], results["valid/f"] = evaluate_classifier(model, data.valid, device)
+    results["test/loss"], results["test/acc"], results["test/f"] = evaluate_classifier(model, data.test, device)
+    logger.metrics(state["iteration"], epoch=epoch, **results)
+    logger.log(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    if data.valid is not None and args.pyx > 0 and results["valid/acc"] > state["best_valid_acc"]:
+        state["best_valid_acc"] = results["valid/acc"]
+        checkpoint("best_valid_ckpt.pt")
+    if args.novis or buffer is None:
+        return
+    if args.plot_uncond:
+        save_grid(buffer.samples[:100], os.path.join(args.save_dir, "samples", f"buffer_{epoch}.png"))
+    if args.plot_cond and not args.uncond:
+        # eval mode so that drawing these grids leaves the BatchNorm statistics of training untouched
+        model.eval()
+        y = torch.arange(data.n_classes, device=device).repeat_interleave(10)
+        x = sgld_sample(model, start_fn(len(y), y), args.n_steps * 10, args.sgld_lr, args.sgld_std, y=y)
+        model.train()
+        save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,1 @@
+"""Helpers for the M-EBM scripts: data, Gaussian starts, sampling, buffers, checkpoints, logging."""

@@ -1,0 +1,47 @@
+"""Replay buffer of persistent SGLD chains, held on the training device."""
+import torch
+
+from utils.errors import UserError
+
+
+def uniform_start(n, image_shape, device, generator=None):
+    """Uniform noise in [-1,1] (upstream's --init u)."""
+    return torch.rand(n, *image_shape, device=device, generator=generator) * 2 - 1
+
+
+class ReplayBuffer:
+    """Persistent chains; each draw re-initialises a `reinit_freq` fraction from `start_fn`.
+
+    With `n_classes`, the buffer is split into equal class blocks so chains can be drawn given y.
+    """
+
+    def __init__(self, samples, n_classes=None):
+        if n_classes and len(samples) % n_classes:
+            raise UserError(f"--buffer_size: {len(samples)} is not divisible by the {n_classes} classes "
+                            "needed for class-conditional sampling")
+        self.samples = samples
+        self.n_classes = n_classes
+
+    def __len__(self):
+        return len(self.samples)
+
+    def draw(self, n, start_fn, reinit_freq, y=None):
+        """(starts, indices): n chains from the buffer, a random fraction replaced by fresh starts."""
+        device = self.samples.device
+        if y is None:
+            idx = torch.randint(0, len(self.samples), (n,), device=device)
+        else:
+            per_class = len(self.samples) // self.n_classes
+            idx = y.to(device) * per_class + torch.randint(0, per_class, (n,), device=device)
+        fresh = torch.rand(n, device=device) < reinit_freq
+        starts = torch.where(fresh.view(-1, *[1] * (self.samples.dim() - 1)), start_fn(n, y), self.samples[idx])
+        return starts, idx
+
+    def update(self, idx, x):
+        """Write chains back; where an index repeats, the last chain in the batch wins, deterministically."""
+        # A plain index_put with repeated indices lets the threads race; writing every copy of a slot with
+        # the same (last) chain makes the result independent of write order, without a host sync.
+        pos = torch.arange(len(idx), device=idx.device)
+        last = torch.full((len(self.samples),), -1, dtype=torch.long, device=idx.device)
+        last.scatter_reduce_(0, idx, pos, reduce="amax")
+        self.samples[idx] = x.detach()[last[idx]].to(self.samples.dtype)

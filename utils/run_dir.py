@@ -1,0 +1,71 @@
+"""Run directories: refuse to clobber, record the command, log text, metrics and TensorBoard."""
+import json
+import os
+import sys
+import time
+
+from utils.checkpoint import atomic_write_text
+from utils.errors import UserError
+
+
+def prepare_run_dir(save_dir, overwrite=False, resume=False):
+    """Create `save_dir` (and samples/); an existing non-empty one needs --resume or --overwrite."""
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise UserError(f"--save_dir: {save_dir} exists and is not a directory")
+    if os.path.isdir(save_dir) and os.listdir(save_dir) and not (overwrite or resume):
+        raise UserError(f"--save_dir: {save_dir} already holds a run; pass --resume {save_dir} to continue it "
+                        "or --overwrite to write into it")
+    try:
+        os.makedirs(os.path.join(save_dir, "samples"), exist_ok=True)
+        probe = os.path.join(save_dir, ".write_test")
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"--save_dir: cannot write to {save_dir} ({e.strerror})") from None
+
+
+class RunLogger:
+    """Text log, JSON-lines metrics and TensorBoard scalars of one run (rank 0 only)."""
+
+    def __init__(self, save_dir, enabled=True, tensorboard=True):
+        self.save_dir = save_dir
+        self.enabled = enabled
+        self.writer = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(save_dir, "tb"))
+
+    def record_command(self, args):
+        if not self.enabled:
+            return
+        atomic_write_text(os.path.join(self.save_dir, "args.json"), json.dumps(vars(args), indent=2, sort_keys=True))
+        with open(os.path.join(self.save_dir, "command.txt"), "a") as fh:
+            fh.write(" ".join([os.path.basename(sys.executable)] + sys.argv) + "\n")
+
+    def log(self, message, echo=True):
+        if not self.enabled:
+            return
+        line = time.strftime("%Y-%m-%d %H:%M:%S ") + message
+        with open(os.path.join(self.save_dir, "log.txt"), "a") as fh:
+            fh.write(line + "\n")
+        if echo:
+            from tqdm import tqdm
+            tqdm.write(message)
+
+    def metrics(self, step, **values):
+        """Append one JSON line and the TensorBoard scalars for `step`."""
+        if not self.enabled:
+            return
+        with open(os.path.join(self.save_dir, "metrics.jsonl"), "a") as fh:
+            fh.write(json.dumps({"iteration": step, **values}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, step)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()

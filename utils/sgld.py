@@ -1,0 +1,20 @@
+"""Upstream M-EBM/JEM SGLD: ascent on f = -E with a clamped gradient, optional noise, clamp to [-1,1]."""
+import torch
+
+
+def sgld_sample(model, x, n_steps, step_size, noise_std, y=None, grad_clip=1.0):
+    """Run `n_steps` of SGLD from `x`; returns the detached final samples.
+
+    The model stays in whatever mode the caller set (upstream samples in train mode, so BatchNorm
+    statistics move with the chains). No host synchronisation happens inside the loop.
+    """
+    x = x.detach()
+    for _ in range(n_steps):
+        x.requires_grad_(True)
+        fx, _ = model(x, y)
+        grad, = torch.autograd.grad(fx.sum(), x)
+        x = x.detach() + step_size * grad.clamp(-grad_clip, grad_clip)
+        if noise_std > 0:
+            x = x + noise_std * torch.randn_like(x)
+        x = x.clamp(-1, 1)
+    return x.detach()
