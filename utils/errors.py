@@ -25,7 +25,13 @@ def run_cli(main, argv=None):
     try:
         return main(argv)
     except UserError as e:
-        sys.stderr.write(f"error: {e}\n")
+        # Raised inside a DataLoader worker, the message arrives wrapped in the worker's traceback text.
+        message = str(e).strip().splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        sys.stderr.write(f"error: {where}{e.strerror or e}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

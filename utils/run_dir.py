@@ -31,10 +31,8 @@ class RunLogger:
     def __init__(self, save_dir, enabled=True, tensorboard=True):
         self.save_dir = save_dir
         self.enabled = enabled
-        self.writer = None
-        if enabled and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(os.path.join(save_dir, "tb"))
+        self.tensorboard = tensorboard
+        self.writer = None  # created on the first metrics, so a run that fails early leaves no event file
 
     def record_command(self, args):
         if not self.enabled:
@@ -61,10 +59,29 @@ class RunLogger:
             fh.write(json.dumps({"iteration": step, **values}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        if self.tensorboard and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(self.save_dir, "tb"))
         if self.writer is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, step)
+
+    def truncate_metrics(self, iteration):
+        """On resume: drop metric rows the resumed run will write again (and any torn last line)."""
+        path = os.path.join(self.save_dir, "metrics.jsonl")
+        if not self.enabled or not os.path.exists(path):
+            return
+        kept = []
+        for line in open(path):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            is_eval = any(k.startswith("test/") for k in row)
+            if row.get("iteration", 0) < iteration or (is_eval and row["iteration"] <= iteration):
+                kept.append(line if line.endswith("\n") else line + "\n")
+        atomic_write_text(path, "".join(kept))
 
     def close(self):
         if self.writer is not None:

@@ -1,5 +1,6 @@
 """Pieces of the training loop: lr schedule, losses, resumable data streams, evaluation."""
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -20,6 +21,32 @@ def px_loss(f_data, f_samples, l2_coeff):
 def pyx_loss(logits, y):
     """Cross-entropy of p(y|x) and the batch accuracy (as tensors, no host sync)."""
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
+
+
+class JointLoss(nn.Module):
+    """One iteration's differentiable part: px * p(x) contrastive loss on data vs SGLD samples plus
+    pyx * p(y|x) cross-entropy. A module, so DistributedDataParallel wraps the whole step: one forward,
+    one backward per iteration, while each term keeps its own forward (and BatchNorm batch) as upstream."""
+
+    def __init__(self, model, px, pyx, l2_coeff):
+        super().__init__()
+        self.model, self.px, self.pyx, self.l2_coeff = model, px, pyx, l2_coeff
+
+    def forward(self, x_data=None, x_samples=None, x_labelled=None, y_labelled=None):
+        """(loss, detached values to log); terms whose weight is 0 take None inputs."""
+        loss, logs = 0.0, {}
+        if self.px > 0:
+            f_p, _ = self.model(x_data)
+            f_q, _ = self.model(x_samples)
+            l_px = px_loss(f_p, f_q, self.l2_coeff)
+            loss = loss + self.px * l_px
+            logs.update({"loss/px": l_px.detach(), "energy/f_data": f_p.detach().mean(),
+                         "energy/f_samples": f_q.detach().mean()})
+        if self.pyx > 0:
+            l_pyx, acc = pyx_loss(self.model.classify(x_labelled), y_labelled)
+            loss = loss + self.pyx * l_pyx
+            logs.update({"loss/pyx": l_pyx.detach(), "train/acc": acc})
+        return loss, logs
 
 
 class ResumableStream:

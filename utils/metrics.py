@@ -1,0 +1,31 @@
+"""Classifier and detector metrics: calibration error and AUROC."""
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def calibration_bins(confidence, correct, n_bins=15):
+    """Per equal-width confidence bin: (lower edge, upper edge, count, mean confidence, accuracy)."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        m = which == b
+        n = int(m.sum())
+        bins.append((edges[b], edges[b + 1], n, float(confidence[m].mean()) if n else 0.0,
+                     float(correct[m].mean()) if n else 0.0))
+    return bins
+
+
+def expected_calibration_error(confidence, correct, n_bins=15):
+    """ECE: bin-size-weighted mean |accuracy - confidence| over equal-width confidence bins."""
+    bins = calibration_bins(confidence, correct, n_bins)
+    total = sum(b[2] for b in bins)
+    return float(sum(b[2] * abs(b[4] - b[3]) for b in bins) / total)
+
+
+def auroc(scores_in, scores_out):
+    """Area under the ROC curve for telling in-distribution (label 1, higher score) from OOD (label 0)."""
+    scores = np.concatenate([np.asarray(scores_in, float), np.asarray(scores_out, float)])
+    labels = np.concatenate([np.ones(len(scores_in)), np.zeros(len(scores_out))])
+    return float(roc_auc_score(labels, scores))
