@@ -23,6 +23,7 @@ from utils.fid import (CONVENTION, extract, feature_stats, frechet_distance, inc
                        kernel_inception_distance, load_inception)
 from utils.gaussian import load_gaussian_start
 from utils.metrics import auroc, calibration_bins, expected_calibration_error
+from utils.samplers import SAMPLERS, run_sampler
 from utils.sgld import sgld_sample
 
 MODES = ("test_clf", "fid", "gen", "tsne", "cali", "OOD", "logp_hist", "uncond_samples", "cond_samples", "quality")
@@ -43,8 +44,9 @@ def build_parser():
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=1)
     g = p.add_argument_group("sampling")
-    p.add_argument("--n_steps", type=nonneg_int, default=0, help="test_clf: SGLD steps applied to the test inputs first")
+    g.add_argument("--n_steps", type=nonneg_int, default=0, help="test_clf: SGLD steps applied to the test inputs first")
     g.add_argument("--n_sample_steps", type=positive_int, default=100, help="SGLD steps of new chains")
+    g.add_argument("--sampler", default=None, choices=list(SAMPLERS), help="default: the checkpoint's")
     g.add_argument("--sgld_lr", type=positive_float, default=None, help="default: the checkpoint's")
     g.add_argument("--sgld_std", type=nonneg_float, default=None, help="default: the checkpoint's")
     g.add_argument("--n_samples", type=positive_int, default=10000, help="gen: number of new samples")
@@ -81,7 +83,8 @@ def load_model(ckpt, path, device):
     if not arch:
         raise UserError(f"checkpoint {path} has no architecture record")
     model = build_model(arch["model"], arch["n_classes"], arch["in_channels"], arch["depth"], arch["width"],
-                        arch["norm"], ckpt["args"].get("dropout_rate", 0.0), arch["uncond"], arch["image_size"])
+                        arch["norm"], ckpt["args"].get("dropout_rate", 0.0), arch["uncond"], arch["image_size"],
+                        arch.get("spectral_norm", False))
     try:
         model.load_state_dict(ckpt["model_state_dict"])
     except RuntimeError as e:
@@ -100,6 +103,7 @@ class Evaluation:
         self.data_root = args.data_root or self.train_args["data_root"]
         self.sgld_lr = args.sgld_lr if args.sgld_lr is not None else self.train_args["sgld_lr"]
         self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
+        self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
         self._inception = None
 
     def dataset(self, name=None, train=False):
@@ -156,7 +160,8 @@ class Evaluation:
             if record:
                 snapshots.append(x[:10].cpu())
             for done in range(0, n_steps, every):
-                x = sgld_sample(self.model, x, min(every, n_steps - done), self.sgld_lr, self.sgld_std, y=yb)
+                x, _ = run_sampler(self.sampler, self.model, x, min(every, n_steps - done), self.sgld_lr, self.sgld_std,
+                                   y=yb, n_leapfrog=self.train_args.get("n_leapfrog", 10))
                 if record:
                     snapshots.append(x[:10].cpu())
             out.append(x.cpu())

@@ -29,11 +29,13 @@ from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, p
                           probability, run_cli)
 from utils.gaussian import load_gaussian_start
 from utils.run_dir import RunLogger, prepare_run_dir
+from utils.samplers import SAMPLERS, run_sampler
 from utils.sgld import sgld_sample
-from utils.training import JointLoss, ResumableStream, evaluate_classifier, lr_at
+from utils.training import (CONDITIONAL_OBJECTIVES, OBJECTIVES, JointLoss, ResumableStream, evaluate_classifier,
+                            lr_at)
 
 NOOP = "accepted for upstream compatibility; has no effect here"
-ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond")
+ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond", "spectral_norm")
 
 
 def build_parser():
@@ -62,12 +64,21 @@ def build_parser():
     g.add_argument("--warmup_iters", type=int, default=1000,
                    help="iterations of linear learning-rate warm-up (-1 or 0: none)")
     g.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
+    g.add_argument("--clip_grad", type=nonneg_float, default=0.0, help="clip the parameter-gradient norm to this (0: off)")
 
     g = p.add_argument_group("loss")
     g.add_argument("--px", type=nonneg_float, default=1.0, help="weight of the p(x) (contrastive) loss")
     g.add_argument("--pyx", type=nonneg_float, default=1.0, help="weight of the p(y|x) cross-entropy")
     g.add_argument("--l2_coeff", type=nonneg_float, default=0.0,
                    help="energy regulariser l2 * (mean f(x+)^2 + (mean f(x-))^2)")
+    g.add_argument("--objective", default="maebm", choices=list(OBJECTIVES),
+                   help="maebm/jem/m_ebm: marginal contrastive divergence on E(x) = -logsumexp f(x) (or the --uncond "
+                        "head) plus pyx x cross-entropy; j_ebm: joint CD on E(x,y) = -f(x)[y], chains drawn given the "
+                        "data labels; gcl: j_ebm minus --gamma x marginal CD; dcl: cross-entropy only")
+    g.add_argument("--gamma", type=float, default=1.0, help="gcl: weight of the marginal term that is unlearned")
+    g.add_argument("--reg", default="asym", choices=["asym", "sym"],
+                   help="energy regulariser with weight --l2_coeff: asym (upstream) l2 (mean f(x+)^2 + (mean f(x-))^2); "
+                        "sym l2 (mean E(x+)^2 + mean E(x-)^2)")
     g.add_argument("--sigma", type=nonneg_float, default=0.0, help="std of Gaussian noise added to p(x) data")
     g.add_argument("--rho", type=float, default=2, help=NOOP)
     g.add_argument("--eps", type=float, default=1, help=NOOP)
@@ -79,15 +90,26 @@ def build_parser():
     g.add_argument("--depth", type=positive_int, default=28, help="WRN depth (6n+4)")
     g.add_argument("--dropout_rate", type=probability, default=0.0)
     g.add_argument("--uncond", action="store_true", help="separate scalar energy head (else E = -logsumexp logits)")
+    g.add_argument("--spectral_norm", action="store_true", help="spectral normalisation of every conv and linear layer")
 
     g = p.add_argument_group("SGLD and replay buffer")
-    g.add_argument("--n_steps", type=positive_int, default=10, help="SGLD steps per iteration (K)")
-    g.add_argument("--sgld_lr", type=positive_float, default=1.0, help="SGLD step size on the clamped gradient")
-    g.add_argument("--sgld_std", type=nonneg_float, default=0.0, help="SGLD noise std")
+    g.add_argument("--n_steps", type=positive_int, default=10, help="sampler steps per iteration (K)")
+    g.add_argument("--sampler", default="sgld", choices=list(SAMPLERS),
+                   help="sgld: upstream (clamped gradient); tutorial: noise then gradient clamped to +-0.03; "
+                        "langevin: x + lr grad f + std N; langevin_exact: eps=--sgld_lr, x + eps^2/2 grad f + eps N; "
+                        "gd_momentum / adam: noise-free descent on E; mala / hmc: Metropolis-adjusted "
+                        "(step --sgld_lr; acceptance logged)")
+    g.add_argument("--sgld_lr", type=positive_float, default=1.0, help="sampler step size")
+    g.add_argument("--sgld_std", type=nonneg_float, default=0.0, help="sampler noise std (sgld, tutorial, langevin)")
+    g.add_argument("--n_leapfrog", type=positive_int, default=10, help="hmc: leapfrog steps per proposal")
     g.add_argument("--buffer_size", type=positive_int, default=10000)
     g.add_argument("--reinit_freq", type=probability, default=0.05, help="fraction of chains restarted each draw")
-    g.add_argument("--init", default="gm", choices=["gm", "gm_class", "u"],
-                   help="chain starts: gm fitted Gaussian, gm_class one Gaussian per class, u uniform")
+    g.add_argument("--init", default="gm", choices=["gm", "gm_class", "u", "n", "data"],
+                   help="chain starts: gm fitted Gaussian, gm_class one Gaussian per class, u uniform, "
+                        "n standard Gaussian, data training images plus --init_noise")
+    g.add_argument("--init_noise", type=nonneg_float, default=0.1, help="--init data: std of the added noise")
+    g.add_argument("--short_run", action="store_true",
+                   help="no replay buffer: every iteration starts fresh chains from --init (short-run, non-persistent)")
     g.add_argument("--center_dir", default=".", help="where one_center.py wrote {dataset}_mean_one.pt / _cov_one.pt")
     g.add_argument("--class_cond_p_x_sample", action="store_true",
                    help="sample chains from p(x|y) with y uniform (class blocks in the buffer)")
@@ -135,16 +157,24 @@ def build_parser():
 
 
 def check_args(args, n_classes):
+    if args.objective == "dcl" and args.pyx == 0:
+        raise UserError("--objective dcl trains only the cross-entropy, but --pyx is 0")
     if args.px == 0 and args.pyx == 0:
         raise UserError("--px and --pyx are both 0: nothing to train")
+    if args.objective in CONDITIONAL_OBJECTIVES and args.uncond:
+        raise UserError(f"--objective {args.objective} needs class logits as energies; it cannot be used with --uncond")
     if args.model == "wrn" and (args.depth - 4) % 6:
         raise UserError(f"--depth: Wide-ResNet depth must be 6n+4 (10, 16, 22, 28, ...), got {args.depth}")
     if args.class_cond_p_x_sample and args.uncond:
         raise UserError("--class_cond_p_x_sample needs class logits as energies; it cannot be used with --uncond")
-    blocked = args.class_cond_p_x_sample
-    if args.px > 0 and blocked and args.buffer_size % n_classes:
+    if args.px > 0 and class_blocked(args) and args.buffer_size % n_classes:
         raise UserError(f"--buffer_size: {args.buffer_size} is not divisible by the {n_classes} classes "
-                        "(needed by --class_cond_p_x_sample)")
+                        f"(needed by {'--class_cond_p_x_sample' if args.class_cond_p_x_sample else '--objective ' + args.objective})")
+
+
+def class_blocked(args):
+    """Whether chains are drawn given a class, so the buffer is split into class blocks."""
+    return args.class_cond_p_x_sample or args.objective in CONDITIONAL_OBJECTIVES
 
 
 def wants_cuda(args):
@@ -228,10 +258,17 @@ def make_optimizer(args, model):
     return torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
 
 
-def make_start_fn(args, image_shape, device):
+def make_start_fn(args, image_shape, device, data):
     """Fresh chain starts: start_fn(n, y=None) -> n images in [-1,1]."""
     if args.init == "u":
         return lambda n, y=None: uniform_start(n, image_shape, device)
+    if args.init == "n":
+        return lambda n, y=None: torch.randn(n, *image_shape, device=device).clamp(-1, 1)
+    if args.init == "data":
+        ds = data.px.dataset
+        pool = torch.stack([ds[i][0] for i in range(min(len(ds), args.buffer_size))]).to(device)
+        return lambda n, y=None: (pool[torch.randint(0, len(pool), (n,), device=device)]
+                                  + args.init_noise * torch.randn(n, *image_shape, device=device)).clamp(-1, 1)
     gauss = load_gaussian_start(args.center_dir, args.dataset, image_shape, args.init == "gm_class", device)
     return gauss.sample
 
@@ -257,10 +294,12 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     data = load_data(args, device, dist_info)
     n_classes = data.n_classes
     check_args(args, n_classes)
-    if args.px > 0 and args.buffer_size % dist_info.world:
+    generative = args.px > 0 and args.objective != "dcl"  # the objective has a p(x) or p(x, y) term
+    classifying = args.pyx > 0 or args.objective == "dcl"
+    if generative and args.buffer_size % dist_info.world:
         raise UserError(f"--buffer_size: {args.buffer_size} is not divisible by the {dist_info.world} processes")
     shard = args.buffer_size // dist_info.world  # each rank keeps its own part of the replay buffer
-    start_fn = make_start_fn(args, image_shape, device)
+    start_fn = make_start_fn(args, image_shape, device, data)
     arch = architecture(args, in_channels, image_size, n_classes)
     # Read any checkpoint before touching the run directory, so a bad one changes nothing.
     if args.resume is not None:
@@ -281,20 +320,20 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     on_main(lambda: logger.record_command(args), dist_info)
 
     model = build_model(args.model, n_classes, in_channels, args.depth, args.width, args.norm, args.dropout_rate,
-                        args.uncond, image_size).to(device)
+                        args.uncond, image_size, args.spectral_norm).to(device)
     optim = make_optimizer(args, model)
     if args.sync_bn and dist_info.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if dist_info.enabled:
         torch.manual_seed(args.seed + dist_info.rank)  # same initial weights, different chains per rank
     buffer = None
-    if args.px > 0:
-        block_y = (torch.arange(n_classes, device=device).repeat_interleave(shard // n_classes)
-                   if args.class_cond_p_x_sample else None)
-        if args.class_cond_p_x_sample and shard % n_classes:
+    if generative and not args.short_run:
+        blocked = class_blocked(args)
+        block_y = torch.arange(n_classes, device=device).repeat_interleave(shard // n_classes) if blocked else None
+        if blocked and shard % n_classes:
             raise UserError(f"--buffer_size: each process's {shard} chains are not divisible by the {n_classes} classes")
-        buffer = ReplayBuffer(start_fn(shard, block_y), n_classes if args.class_cond_p_x_sample else None)
-    iters_per_epoch = len(data.labelled if args.pyx > 0 else data.px)
+        buffer = ReplayBuffer(start_fn(shard, block_y), n_classes if blocked else None)
+    iters_per_epoch = len(data.labelled if classifying else data.px)
     total_iters = args.n_epochs * iters_per_epoch
     if args.max_iters:
         total_iters = min(total_iters, args.max_iters)
@@ -352,7 +391,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     logger.log(f"{args.dataset}: {data.n_train} train / {data.n_valid} valid / {data.n_test} test images; "
                f"model {args.model} ({n_params / 1e6:.2f}M params) on {device}; {iters_per_epoch} iterations/epoch")
     model.train()
-    step = JointLoss(model, args.px, args.pyx, args.l2_coeff)
+    step = JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective, args.gamma, args.reg)
     if dist_info.enabled:
         # Heads that this objective never uses get no gradient; DDP must be told to expect that.
         unused = (args.uncond and (args.px == 0 or args.pyx == 0)) or args.clf_only
@@ -381,26 +420,38 @@ def train(args, in_channels, image_size, image_shape, dist_info):
             for group in optim.param_groups:
                 group["lr"] = lr
 
-            x_p = x_q = x_l = y_l = None
+            x_p = x_q = x_l = y_l = y_p = y_q = None
             with autocast():
-                if args.px > 0:
-                    x_p = px_stream.next()[0].to(device, non_blocking=True)
+                if generative:
+                    x_p, y_p = (t.to(device, non_blocking=True) for t in px_stream.next())
                     if args.sigma > 0:
                         x_p = x_p + args.sigma * torch.randn_like(x_p)
-                    y_q = torch.randint(0, n_classes, (args.batch_size,), device=device) \
-                        if args.class_cond_p_x_sample else None
-                    x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq, y_q)
-                    x_q = sgld_sample(model, to_memory_format(x0), args.n_steps, args.sgld_lr, args.sgld_std, y=y_q)
-                    buffer.update(idx, x_q)
+                    if args.objective in CONDITIONAL_OBJECTIVES:
+                        y_q = y_p
+                    elif args.class_cond_p_x_sample:
+                        y_q = torch.randint(0, n_classes, (args.batch_size,), device=device)
+                    else:
+                        y_q = None
+                    if buffer is None:  # --short_run: fresh chains every iteration
+                        x0 = start_fn(args.batch_size, y_q)
+                    else:
+                        x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq, y_q)
+                    x_q, sampler_info = run_sampler(args.sampler, model, to_memory_format(x0), args.n_steps,
+                                                    args.sgld_lr, args.sgld_std, y=y_q, n_leapfrog=args.n_leapfrog)
+                    if buffer is not None:
+                        buffer.update(idx, x_q)
                     bad |= ~torch.isfinite(x_q).all()
-                if args.pyx > 0:
+                if classifying:
                     x_l, y_l = lab_stream.next()
                     x_l, y_l = x_l.to(device, non_blocking=True), y_l.to(device, non_blocking=True)
-                loss, logs = step(to_memory_format(x_p), x_q, to_memory_format(x_l), y_l)
+                loss, logs = step(to_memory_format(x_p), x_q, to_memory_format(x_l), y_l, y_data=y_p, y_samples=y_q)
+                logs.update({f"sampler/{k}": v for k, v in sampler_info.items()} if generative else {})
             bad |= ~torch.isfinite(loss) | (loss.detach().abs() > args.diverge_threshold)
 
             optim.zero_grad(set_to_none=True)
             loss.backward()
+            if args.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             optim.step()
             state["iteration"], state["batch"] = it + 1, state["batch"] + 1
             bar.update(1)
@@ -418,7 +469,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
             # so a checkpoint never holds a diverged state.
             if it % args.print_every == 0 or ckpt_due:
                 if bool(any_rank(bad, dist_info)):
-                    if args.px > 0 and not args.novis and dist_info.is_main:
+                    if generative and not args.novis and dist_info.is_main:
                         save_grid(x_q, os.path.join(args.save_dir, f"diverge_{epoch}_{it:08d}.png"))
                     if state["rollbacks"] >= args.max_rollbacks:
                         raise UserError(f"training diverged at iteration {it} after {state['rollbacks']} rollbacks "
@@ -447,7 +498,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                 bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}")
                 logger.log(f"it {it} ep {epoch} lr {lr:.4g} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),
                            echo=False)
-            if args.px > 0 and not args.novis and it % args.plot_every == 0 and dist_info.is_main:
+            if generative and not args.novis and it % args.plot_every == 0 and dist_info.is_main:
                 save_grid(x_q, os.path.join(args.save_dir, "samples", f"x_q_{epoch}_{it:08d}.png"))
             if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
                 evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint, dist_info)
@@ -477,7 +528,8 @@ def evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, star
     results = broadcast_object(results, dist_info)
     logger.metrics(state["iteration"], epoch=epoch, **results)
     logger.log(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
-    if data.valid is not None and args.pyx > 0 and results["valid/acc"] > state["best_valid_acc"]:
+    if data.valid is not None and (args.pyx > 0 or args.objective == "dcl") and \
+            results["valid/acc"] > state["best_valid_acc"]:
         state["best_valid_acc"] = results["valid/acc"]
         checkpoint("best_valid_ckpt.pt")
     if args.novis or buffer is None or not dist_info.is_main:

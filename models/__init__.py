@@ -1,4 +1,7 @@
 """Model zoo: Wide-ResNets and small CNNs wrapped with an energy head."""
+import torch
+import torch.nn as nn
+
 from models.energy import EnergyModel
 from models.norms import NORMS
 from models.small_cnn import SmallCNN
@@ -8,8 +11,9 @@ MODELS = ("wrn", "cnn")
 
 
 def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch", dropout_rate=0.0, uncond=False,
-                image_size=32):
-    """An EnergyModel from the script flags (--model, --depth, --width, --norm, --dropout_rate, --uncond)."""
+                image_size=32, spectral_norm=False):
+    """An EnergyModel from the script flags (--model, --depth, --width, --norm, --dropout_rate, --uncond,
+    --spectral_norm: every conv and linear layer spectrally normalised)."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     if model == "wrn":
@@ -18,4 +22,9 @@ def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch",
         backbone = SmallCNN(in_channels, base=16 * width, norm=norm, image_size=image_size)
     else:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    return EnergyModel(backbone, n_classes, uncond)
+    net = EnergyModel(backbone, n_classes, uncond)
+    if spectral_norm:
+        for module in list(net.modules()):
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                torch.nn.utils.parametrizations.spectral_norm(module)
+    return net

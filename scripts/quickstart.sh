@@ -10,7 +10,7 @@ RUN=${RUN:-experiment/quickstart_$(date +%Y%m%d_%H%M%S)}
 "$PY" train_maebm.py --dataset fashionmnist --data_root ./data --center_dir ./data/centers \
   --model cnn --width 1 --norm batch \
   --px 1.0 --pyx 1.0 --n_steps 5 --sgld_lr 1 --sgld_std 0.001 --l2_coeff 0.5 \
-  --lr 0.05 --warmup_iters 200 --n_epochs 6 --decay_epochs 4 5 --n_valid 5000 \
+  --lr 0.05 --warmup_iters 200 --n_epochs 7 --decay_epochs 5 6 --n_valid 5000 \
   --plot_uncond --plot_every 200 --save_dir "$RUN" "$@"
 "$PY" - "$RUN" <<'PYEOF'
 import glob, json, sys

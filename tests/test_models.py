@@ -62,3 +62,14 @@ def test_lr_schedule_warmup_and_decay():
     assert lr_at(0.1, 5000, 59, 1000, [60, 120], 0.2) == pytest.approx(0.1)
     assert lr_at(0.1, 5000, 60, 1000, [60, 120], 0.2) == pytest.approx(0.02)
     assert lr_at(0.1, 9000, 130, -1, [60, 120], 0.2) == pytest.approx(0.004)
+
+
+def test_spectral_norm_bounds_every_layer():
+    torch.manual_seed(0)
+    model = build_model("cnn", 10, 1, width=1, norm="none", image_size=28, spectral_norm=True)
+    model.train()
+    for _ in range(20):  # power iterations converge during forward passes in train mode
+        model(torch.randn(4, 1, 28, 28))
+    linear = model.class_output
+    assert torch.linalg.matrix_norm(linear.weight.detach(), ord=2).item() == pytest.approx(1.0, abs=0.05)
+    assert any("parametrizations" in k for k in model.state_dict())

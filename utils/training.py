@@ -12,10 +12,25 @@ def lr_at(base_lr, iteration, epoch, warmup_iters, decay_epochs, decay_rate):
     return lr
 
 
-def px_loss(f_data, f_samples, l2_coeff):
-    """Upstream M-EBM p(x) loss: -(mean f(x+) - mean f(x-)) + l2 (mean f(x+)^2 + (mean f(x-))^2)."""
-    fp, fq = f_data.mean(), f_samples.mean()
-    return -(fp - fq) + l2_coeff * ((f_data ** 2).mean() + fq ** 2)
+OBJECTIVES = ("maebm", "jem", "m_ebm", "j_ebm", "gcl", "dcl")
+CONDITIONAL_OBJECTIVES = ("j_ebm", "gcl")  # chains are sampled given the data batch's labels
+
+
+def energy_regulariser(f_data, f_samples, alpha, kind="asym"):
+    """asym: upstream's alpha (mean f(x+)^2 + (mean f(x-))^2); sym: alpha (mean E(x+)^2 + mean E(x-)^2)."""
+    if kind == "sym":
+        return alpha * ((f_data ** 2).mean() + (f_samples ** 2).mean())
+    return alpha * ((f_data ** 2).mean() + f_samples.mean() ** 2)
+
+
+def contrastive_divergence(f_data, f_samples):
+    """Mean E(x+) - mean E(x-) with E = -f: its gradient is the maximum-likelihood gradient estimate."""
+    return -(f_data.mean() - f_samples.mean())
+
+
+def px_loss(f_data, f_samples, l2_coeff, reg="asym"):
+    """Upstream M-EBM p(x) loss: contrastive divergence plus the energy regulariser."""
+    return contrastive_divergence(f_data, f_samples) + energy_regulariser(f_data, f_samples, l2_coeff, reg)
 
 
 def pyx_loss(logits, y):
@@ -24,21 +39,42 @@ def pyx_loss(logits, y):
 
 
 class JointLoss(nn.Module):
-    """One iteration's differentiable part: px * p(x) contrastive loss on data vs SGLD samples plus
-    pyx * p(y|x) cross-entropy. A module, so DistributedDataParallel wraps the whole step: one forward,
-    one backward per iteration, while each term keeps its own forward (and BatchNorm batch) as upstream."""
+    """One iteration's differentiable part: px times the generative term of the objective plus pyx times the
+    p(y|x) cross-entropy. A module, so DistributedDataParallel wraps the whole step: one forward, one
+    backward per iteration, while each term keeps its own forward (and BatchNorm batch) as upstream.
 
-    def __init__(self, model, px, pyx, l2_coeff):
+    Generative terms: maebm / jem / m_ebm: marginal CD on E(x) = -f(x); j_ebm: joint CD on
+    E(x, y) = -logits[y], chains sampled given the data labels; gcl: joint CD minus gamma x marginal CD on
+    the same samples; dcl: none (plain cross-entropy)."""
+
+    def __init__(self, model, px, pyx, l2_coeff, objective="maebm", gamma=1.0, reg="asym"):
         super().__init__()
-        self.model, self.px, self.pyx, self.l2_coeff = model, px, pyx, l2_coeff
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        self.model, self.pyx, self.l2_coeff = model, pyx, l2_coeff
+        self.px = 0.0 if objective == "dcl" else px
+        self.objective, self.gamma, self.reg = objective, gamma, reg
 
-    def forward(self, x_data=None, x_samples=None, x_labelled=None, y_labelled=None):
+    def generative_term(self, x_data, y_data, x_samples, y_samples):
+        """(loss, f on data, f on samples) of the objective's p(x) or p(x, y) part."""
+        if self.objective in CONDITIONAL_OBJECTIVES:
+            _, logits_p = self.model(x_data)
+            _, logits_q = self.model(x_samples)
+            fy_p = logits_p.gather(1, y_data[:, None]).squeeze(1)
+            fy_q = logits_q.gather(1, y_samples[:, None]).squeeze(1)
+            loss = contrastive_divergence(fy_p, fy_q) + energy_regulariser(fy_p, fy_q, self.l2_coeff, self.reg)
+            if self.objective == "gcl":
+                loss = loss - self.gamma * contrastive_divergence(logits_p.logsumexp(1), logits_q.logsumexp(1))
+            return loss, fy_p, fy_q
+        f_p, _ = self.model(x_data)
+        f_q, _ = self.model(x_samples)
+        return px_loss(f_p, f_q, self.l2_coeff, self.reg), f_p, f_q
+
+    def forward(self, x_data=None, x_samples=None, x_labelled=None, y_labelled=None, y_data=None, y_samples=None):
         """(loss, detached values to log); terms whose weight is 0 take None inputs."""
         loss, logs = 0.0, {}
         if self.px > 0:
-            f_p, _ = self.model(x_data)
-            f_q, _ = self.model(x_samples)
-            l_px = px_loss(f_p, f_q, self.l2_coeff)
+            l_px, f_p, f_q = self.generative_term(x_data, y_data, x_samples, y_samples)
             loss = loss + self.px * l_px
             logs.update({"loss/px": l_px.detach(), "energy/f_data": f_p.detach().mean(),
                          "energy/f_samples": f_q.detach().mean()})

@@ -1,0 +1,141 @@
+"""MCMC and optimisation samplers for energy models, batched on the device.
+
+Every sampler takes `neg_energy(x) -> f(x) = -E(x)` (one value per sample) and starts `x`, and returns
+(samples, info) where info holds tensors only (e.g. the Metropolis acceptance rate), so no host sync
+happens inside the chain. `bounds=(-1, 1)` clamps images; None leaves the space unbounded.
+"""
+import torch
+
+from utils.sgld import sgld_sample
+
+SAMPLERS = ("sgld", "tutorial", "langevin", "langevin_exact", "gd_momentum", "adam", "mala", "hmc")
+
+
+def _grad_f(neg_energy, x):
+    """(f(x), grad_x f(x)) for a batch, without touching parameter gradients."""
+    x = x.detach().requires_grad_(True)
+    f = neg_energy(x)
+    g, = torch.autograd.grad(f.sum(), x)
+    return f.detach(), g
+
+
+def _clamp(x, bounds):
+    return x if bounds is None else x.clamp(*bounds)
+
+
+def tutorial_sample(neg_energy, x, n_steps, step_size=10.0, noise_std=0.005, grad_clip=0.03, bounds=(-1, 1)):
+    """The deep-energy-models tutorial step: add noise, then move along grad f clamped to +-grad_clip."""
+    for _ in range(n_steps):
+        x = _clamp(x + noise_std * torch.randn_like(x), bounds)
+        _, g = _grad_f(neg_energy, x)
+        x = _clamp(x + step_size * g.clamp(-grad_clip, grad_clip), bounds)
+    return x.detach(), {}
+
+
+def langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=None):
+    """Tempered Langevin: x <- x - step_size * grad E + noise_std * N(0, I), step and noise set independently."""
+    for _ in range(n_steps):
+        _, g = _grad_f(neg_energy, x)
+        x = _clamp(x + step_size * g + noise_std * torch.randn_like(x), bounds)
+    return x.detach(), {}
+
+
+def langevin_exact_sample(neg_energy, x, n_steps, eps, bounds=None):
+    """Unadjusted Langevin with the exact scaling: x <- x - (eps^2 / 2) grad E + eps * N(0, I)."""
+    return langevin_sample(neg_energy, x, n_steps, eps ** 2 / 2, eps, bounds)
+
+
+def gd_momentum_sample(neg_energy, x, n_steps, step_size, momentum=0.9, bounds=None):
+    """Gradient descent on E with heavy-ball momentum, no noise (a mode seeker, not a sampler)."""
+    v = torch.zeros_like(x)
+    for _ in range(n_steps):
+        _, g = _grad_f(neg_energy, x)
+        v = momentum * v + g
+        x = _clamp(x + step_size * v, bounds)
+    return x.detach(), {}
+
+
+def adam_sample(neg_energy, x, n_steps, step_size, betas=(0.9, 0.999), eps=1e-8, bounds=None):
+    """Adam descent on E with respect to the samples, no noise; per-sample state, fully batched."""
+    m, v = torch.zeros_like(x), torch.zeros_like(x)
+    for t in range(1, n_steps + 1):
+        _, g = _grad_f(neg_energy, x)
+        g = -g  # gradient of E
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+        x = _clamp(x - step_size * m_hat / (v_hat.sqrt() + eps), bounds)
+    return x.detach(), {}
+
+
+def _sum_dims(t):
+    return t.flatten(1).sum(1)
+
+
+def mala_sample(neg_energy, x, n_steps, eps):
+    """Metropolis-adjusted Langevin: exact-Langevin proposals accepted with the MH ratio (unbounded space)."""
+    x = x.detach()
+    f, g = _grad_f(neg_energy, x)
+    accepted = torch.zeros((), device=x.device)
+    for _ in range(n_steps):
+        mean_fwd = x + eps ** 2 / 2 * g
+        y = mean_fwd + eps * torch.randn_like(x)
+        fy, gy = _grad_f(neg_energy, y)
+        mean_bwd = y + eps ** 2 / 2 * gy
+        log_q_fwd = -_sum_dims((y - mean_fwd) ** 2) / (2 * eps ** 2)
+        log_q_bwd = -_sum_dims((x - mean_bwd) ** 2) / (2 * eps ** 2)
+        log_alpha = fy - f + log_q_bwd - log_q_fwd
+        accept = torch.rand_like(log_alpha).log() < log_alpha
+        keep = accept.view(-1, *[1] * (x.dim() - 1))
+        x, f, g = torch.where(keep, y, x), torch.where(accept, fy, f), torch.where(keep, gy, g)
+        accepted = accepted + accept.float().mean()
+    return x.detach(), {"acceptance": accepted / max(n_steps, 1)}
+
+
+def hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog=10):
+    """Hamiltonian Monte Carlo: leapfrog trajectories with unit mass, accepted with the MH ratio."""
+    x = x.detach()
+    f, g = _grad_f(neg_energy, x)
+    accepted = torch.zeros((), device=x.device)
+    for _ in range(n_steps):
+        p0 = torch.randn_like(x)
+        p = p0 + step_size / 2 * g
+        y, fy, gy = x, f, g
+        for i in range(n_leapfrog):
+            y = y + step_size * p
+            fy, gy = _grad_f(neg_energy, y)
+            if i < n_leapfrog - 1:
+                p = p + step_size * gy
+        p = p + step_size / 2 * gy
+        # H = E + |p|^2 / 2 = -f + |p|^2 / 2
+        log_alpha = (fy - _sum_dims(p ** 2) / 2) - (f - _sum_dims(p0 ** 2) / 2)
+        accept = torch.rand_like(log_alpha).log() < log_alpha
+        keep = accept.view(-1, *[1] * (x.dim() - 1))
+        x, f, g = torch.where(keep, y, x), torch.where(accept, fy, f), torch.where(keep, gy, g)
+        accepted = accepted + accept.float().mean()
+    return x.detach(), {"acceptance": accepted / max(n_steps, 1)}
+
+
+def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-1, 1), n_leapfrog=10):
+    """Dispatch by --sampler name for an EnergyModel (f(x) or f(x)[y]); returns (samples, info)."""
+    if name == "sgld":
+        return sgld_sample(model, x, n_steps, step_size, noise_std, y=y), {}
+    neg_energy = lambda z: model(z, y)[0]
+    if name == "tutorial":
+        return tutorial_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=bounds)
+    if name == "langevin":
+        return langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds)
+    if name == "langevin_exact":
+        return langevin_exact_sample(neg_energy, x, n_steps, step_size, bounds)
+    if name == "gd_momentum":
+        return gd_momentum_sample(neg_energy, x, n_steps, step_size, bounds=bounds)
+    if name == "adam":
+        return adam_sample(neg_energy, x, n_steps, step_size, bounds=bounds)
+    if name == "mala":
+        samples, info = mala_sample(neg_energy, x, n_steps, step_size)
+    elif name == "hmc":
+        samples, info = hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog)
+    else:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+    # Metropolis samplers target the unbounded density; images are clamped only after the chain.
+    return _clamp(samples, bounds), info
