@@ -7,7 +7,6 @@ import io
 import json
 import os
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ import torchvision.transforms.functional as TF
 from models import build_model
 from utils.buffer import uniform_start
 from utils.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint
-from utils.data import dataset_info, dataset_labels, image_transform, load_dataset
+from utils.data import dataset_info, image_transform, load_dataset
 from utils.errors import ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int, run_cli
 from utils.fid import (CONVENTION, extract, feature_stats, frechet_distance, inception_score,
                        kernel_inception_distance, load_inception)

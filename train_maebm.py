@@ -321,9 +321,9 @@ def train(args, in_channels, image_size, image_shape, dist_info):
 
     model = build_model(args.model, n_classes, in_channels, args.depth, args.width, args.norm, args.dropout_rate,
                         args.uncond, image_size, args.spectral_norm).to(device)
-    optim = make_optimizer(args, model)
     if args.sync_bn and dist_info.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optim = make_optimizer(args, model)
     if dist_info.enabled:
         torch.manual_seed(args.seed + dist_info.rank)  # same initial weights, different chains per rank
     buffer = None
@@ -333,6 +333,18 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         if blocked and shard % n_classes:
             raise UserError(f"--buffer_size: each process's {shard} chains are not divisible by the {n_classes} classes")
         buffer = ReplayBuffer(start_fn(shard, block_y), n_classes if blocked else None)
+    use_amp, channels_last = fast_path_settings(args, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    to_memory_format = lambda x: x if x is None else x.contiguous(memory_format=memory_format)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.compile()
+    if args.resume is None and any(isinstance(m, ActNorm) for m in model.modules()):
+        with torch.no_grad():  # ActNorm initialises from its first batch: make that real data
+            first = torch.stack([data.px.dataset[i][0] for i in range(min(64, len(data.px.dataset)))])
+            model(to_memory_format(first.to(device)))
     iters_per_epoch = len(data.labelled if classifying else data.px)
     total_iters = args.n_epochs * iters_per_epoch
     if args.max_iters:
@@ -394,21 +406,9 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     step = JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective, args.gamma, args.reg)
     if dist_info.enabled:
         # Heads that this objective never uses get no gradient; DDP must be told to expect that.
-        unused = (args.uncond and (args.px == 0 or args.pyx == 0)) or args.clf_only
+        unused = (args.uncond and not (generative and classifying)) or args.clf_only
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
                                        find_unused_parameters=unused)
-    use_amp, channels_last = fast_path_settings(args, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    to_memory_format = lambda x: x if x is None else x.contiguous(memory_format=memory_format)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if args.compile:
-        model.compile()
-    if args.resume is None and any(isinstance(m, ActNorm) for m in model.modules()):
-        with torch.no_grad():  # ActNorm initialises from its first batch: make that real data
-            first = torch.stack([data.px.dataset[i][0] for i in range(min(64, len(data.px.dataset)))])
-            model(to_memory_format(first.to(device)))
     logger.log(f"fast path: bf16 autocast {'on' if use_amp else 'off'}, channels_last {'on' if channels_last else 'off'}, "
                f"torch.compile {'on' if args.compile else 'off'}")
     bad = torch.zeros((), dtype=torch.bool, device=device)

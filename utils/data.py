@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torchvision
 import torchvision.transforms as T
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 from utils.errors import UserError
 
