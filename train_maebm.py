@@ -54,6 +54,9 @@ def build_parser():
     g.add_argument("--decay_epochs", nargs="+", type=int, default=[60, 120, 180],
                    help="decay learning rate by decay_rate at these epochs")
     g.add_argument("--decay_rate", type=positive_float, default=0.2, help="learning rate decay multiplier")
+    g.add_argument("--decay_every", type=nonneg_int, default=0,
+                   help="decay every N epochs instead of at --decay_epochs (e.g. 1 with --decay_rate 0.97: StepLR)")
+    g.add_argument("--adam_beta1", type=float, default=0.9, help="Adam's beta1 (the tutorial recipe uses 0)")
     g.add_argument("--clf_only", action="store_true", help="only train the classifier head")
     g.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd")
     g.add_argument("--batch_size", type=positive_int, default=64, help="p(x) batch: data and SGLD chains")
@@ -84,7 +87,10 @@ def build_parser():
     g.add_argument("--eps", type=float, default=1, help=NOOP)
 
     g = p.add_argument_group("network")
-    g.add_argument("--model", default="wrn", choices=list(MODELS), help="wrn: Wide-ResNet; cnn: small 4-conv CNN")
+    g.add_argument("--model", default="wrn", choices=list(MODELS),
+                   help="wrn: Wide-ResNet; cnn: small 4-conv CNN; tutorial_cnn: the tutorial's Swish CNN; "
+                        "conv5: plain 5-conv LeakyReLU net; mlp: 2-hidden-layer MLP (--width scales each; "
+                        "--norm applies to wrn and cnn)")
     g.add_argument("--norm", default="batch", choices=list(NORMS))
     g.add_argument("--width", type=positive_int, default=10, help="WRN width (cnn: base filters / 16)")
     g.add_argument("--depth", type=positive_int, default=28, help="WRN depth (6n+4)")
@@ -254,7 +260,7 @@ def load_data(args, device, dist_info):
 def make_optimizer(args, model):
     params = model.class_output.parameters() if args.clf_only else model.parameters()
     if args.optimizer == "adam":
-        return torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
+        return torch.optim.Adam(params, lr=args.lr, betas=(args.adam_beta1, 0.999), weight_decay=args.weight_decay)
     return torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
 
 
@@ -416,7 +422,8 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     with tqdm(total=total_iters, initial=state["iteration"], dynamic_ncols=True, desc="train") as bar:
         while state["iteration"] < total_iters:
             it, epoch = state["iteration"], state["epoch"]
-            lr = state["lr_scale"] * lr_at(args.lr, it, epoch, args.warmup_iters, args.decay_epochs, args.decay_rate)
+            lr = state["lr_scale"] * lr_at(args.lr, it, epoch, args.warmup_iters, args.decay_epochs, args.decay_rate,
+                                           args.decay_every)
             for group in optim.param_groups:
                 group["lr"] = lr
 

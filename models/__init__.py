@@ -3,11 +3,12 @@ import torch
 import torch.nn as nn
 
 from models.energy import EnergyModel
+from models.energy_nets import MLP, Conv5, TutorialCNN
 from models.norms import NORMS
 from models.small_cnn import SmallCNN
 from models.wide_resnet import WideResNet
 
-MODELS = ("wrn", "cnn")
+MODELS = ("wrn", "cnn", "tutorial_cnn", "conv5", "mlp")
 
 
 def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch", dropout_rate=0.0, uncond=False,
@@ -20,6 +21,12 @@ def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch",
         backbone = WideResNet(depth, width, in_channels, norm, dropout_rate)
     elif model == "cnn":
         backbone = SmallCNN(in_channels, base=16 * width, norm=norm, image_size=image_size)
+    elif model == "tutorial_cnn":
+        backbone = TutorialCNN(in_channels, hidden=32 * width, image_size=image_size)
+    elif model == "conv5":
+        backbone = Conv5(in_channels, base=64 * width, image_size=image_size)
+    elif model == "mlp":
+        backbone = MLP(in_channels, image_size, hidden=256 * width)
     else:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     net = EnergyModel(backbone, n_classes, uncond)

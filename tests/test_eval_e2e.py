@@ -91,7 +91,7 @@ def test_eval_launchers(trained, tmp_path):
     proc = run_script("scripts/eval_ebm.sh", trained[0], "test_clf", "--save_dir", str(tmp_path / "one"), check=True)
     assert "test_clf:" in proc.stdout
     stats = str(tmp_path / "stats")
-    proc = run_script("scripts/eval_all_in_one.sh", trained[1], *FAST, "--no_fid", "--n_samples", "10", "--ood", "uniform",
+    proc = run_script("scripts/eval_all_in_one.sh", trained[1], *FAST, "--no_fid", "--n_samples", "10", "--ood", "uniform", "--ratio", "10",
                       "--fid_ref_n", "20", "--fid_stats_dir", stats, check=True)
     # a --pyx 0 checkpoint skips the modes that need a classifier and runs the others
     assert "== test_clf" not in proc.stdout and "== cali" not in proc.stdout

@@ -73,3 +73,18 @@ def test_spectral_norm_bounds_every_layer():
     linear = model.class_output
     assert torch.linalg.matrix_norm(linear.weight.detach(), ord=2).item() == pytest.approx(1.0, abs=0.05)
     assert any("parametrizations" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("name", ["tutorial_cnn", "conv5", "mlp"])
+@pytest.mark.parametrize("uncond", [False, True])
+def test_literature_energy_nets_on_28x28(name, uncond):
+    model = build_model(name, 10, 1, width=1, norm="none", image_size=28, uncond=uncond)
+    x = torch.randn(3, 1, 28, 28, requires_grad=True)
+    f, logits = model(x)
+    assert f.shape == (3,) and logits.shape == (3, 10)
+    g, = torch.autograd.grad(f.sum(), x)
+    assert g.shape == x.shape and g.abs().sum() > 0
+
+
+def test_step_lr_every_epoch():
+    assert lr_at(1e-4, 10_000, 3, 0, [], 0.97, decay_every=1) == pytest.approx(1e-4 * 0.97 ** 3)

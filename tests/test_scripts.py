@@ -7,12 +7,13 @@ import pytest
 from conftest import ROOT, TINY, run_script
 from utils.checkpoint import load_checkpoint
 
-LAUNCHERS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "scripts", "ma*.sh")))
+LAUNCHERS = sorted(os.path.basename(p) for pattern in ("ma*.sh", "tutorial_*.sh", "shortrun_*.sh")
+                   for p in glob.glob(os.path.join(ROOT, "scripts", pattern)))
 
 
 def test_all_recipes_have_launchers():
     assert {"maebm_cifar10.sh", "majem_cifar10.sh", "maebm_celeba.sh", "maebm_fashionmnist.sh",
-            "majem_fashionmnist.sh", "majem_mnist.sh"} <= set(LAUNCHERS)
+            "majem_fashionmnist.sh", "majem_mnist.sh", "tutorial_mnist.sh", "shortrun_fashionmnist.sh"} <= set(LAUNCHERS)
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
