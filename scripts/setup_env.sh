@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 if [ "$(id -u)" = 0 ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
   echo "installing dataset-fashion-mnist (Debian package)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  # not fatal: the tests make their own data, and train_maebm.py names what is missing
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } ||
+    echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST runs need it (or the files under --data_root)"
 fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
