@@ -25,7 +25,8 @@ from utils.metrics import auroc, calibration_bins, expected_calibration_error
 from utils.samplers import SAMPLERS, run_sampler
 from utils.sgld import sgld_sample
 
-MODES = ("test_clf", "fid", "gen", "tsne", "cali", "OOD", "logp_hist", "uncond_samples", "cond_samples", "quality")
+MODES = ("test_clf", "fid", "gen", "tsne", "cali", "OOD", "logp_hist", "uncond_samples", "cond_samples", "quality",
+         "thermo")
 NEEDS_CLASSIFIER = ("test_clf", "cali", "cond_samples", "quality")
 SYNTHETIC_OOD = ("uniform", "constant", "blur")
 
@@ -445,9 +446,72 @@ def mode_quality(ev, out):
     return {"per_class_counts": counts, "figures": "class_<c>_top_bottom.png (row 1: most confident, row 2: least)"}
 
 
+def mode_thermo(ev, out):
+    """Figures of a --thermo run's energy flows, reversibility, dissipation and information, from thermo.csv."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    run = os.path.dirname(os.path.abspath(ev.args.load_path))
+    path = os.path.join(run, "thermo.csv")
+    if not os.path.exists(path):
+        raise UserError(f"{path} not found: train with --thermo to record it")
+    cols = np.genfromtxt(path, delimiter=",", names=True)
+    it = cols["iteration"]
+    figures = []
+
+    def save(fig, name):
+        fig.savefig(os.path.join(out, name), dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        figures.append(name)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
+    for ax, kind in zip(axes, ("marginal", "joint")):
+        for q in ("W", "Q", "dE"):
+            ax.plot(it, cols[f"{q}_{kind}"], label=q)
+        ax.set_title(f"energy flows, {kind} energy")
+        ax.set_xlabel("iteration")
+        ax.legend()
+    save(fig, "thermo_flows.png")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for kind in ("marginal", "joint"):
+        ax.plot(cols[f"W_{kind}"], cols[f"dF_{kind}"], label=kind)
+    lim = [min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])]
+    ax.plot(lim, lim, "k--", lw=0.8, label="dF = W (reversible)")
+    ax.set_xlabel("work W")
+    ax.set_ylabel("free-energy change dF")
+    ax.legend()
+    save(fig, "thermo_reversibility.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind in ("marginal", "joint"):
+        ax.plot(it, cols[f"dissipation_{kind}"], label=kind)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("dissipation W - dF")
+    ax.legend()
+    save(fig, "thermo_dissipation.png")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    sc = ax.scatter(cols["I_marginal"], cols["I_joint"], c=it, cmap="viridis", s=6)
+    fig.colorbar(sc, ax=ax, label="iteration")
+    ax.set_xlabel("information I_X (marginal)")
+    ax.set_ylabel("information (joint)")
+    save(fig, "thermo_information.png")
+    metrics = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))] \
+        if os.path.exists(os.path.join(run, "metrics.jsonl")) else []
+    train_rows = [r for r in metrics if "loss/total" in r]
+    if train_rows:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r["iteration"] for r in train_rows], [r["loss/total"] for r in train_rows], label="loss")
+        if "train/acc" in train_rows[0]:
+            ax.plot([r["iteration"] for r in train_rows], [r["train/acc"] for r in train_rows], label="train accuracy")
+        ax.set_xlabel("iteration")
+        ax.legend()
+        save(fig, "thermo_training.png")
+    final = {name: float(cols[name][-1]) for name in cols.dtype.names if name != "iteration"}
+    return {"iterations": int(len(it)), "final": final, "figures": figures}
+
+
 MODE_FUNCTIONS = {"test_clf": mode_test_clf, "fid": mode_fid, "gen": mode_gen, "tsne": mode_tsne, "cali": mode_cali,
                   "OOD": mode_ood, "logp_hist": mode_logp_hist, "uncond_samples": mode_uncond_samples,
-                  "cond_samples": mode_cond_samples, "quality": mode_quality}
+                  "cond_samples": mode_cond_samples, "quality": mode_quality, "thermo": mode_thermo}
 
 
 def main(argv=None):

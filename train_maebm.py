@@ -20,7 +20,8 @@ from tqdm import tqdm
 from models import MODELS, NORMS, build_model
 from models.norms import ActNorm
 from utils.buffer import ReplayBuffer, uniform_start
-from utils.checkpoint import CheckpointDir, atomic_torch_save, load_checkpoint, rng_state, set_rng_state
+from utils.checkpoint import (CheckpointDir, atomic_torch_save, atomic_write_text, load_checkpoint, rng_state,
+                              set_rng_state)
 from utils.data import (DATASETS, dataset_info, dataset_labels, image_transform, labelled_subset, load_dataset,
                         make_loader, split_train_valid)
 from utils.distributed import (any_rank, broadcast_object, gather_cat, gather_objects, init_distributed,
@@ -31,6 +32,9 @@ from utils.gaussian import load_gaussian_start
 from utils.run_dir import RunLogger, prepare_run_dir
 from utils.samplers import SAMPLERS, run_sampler
 from utils.sgld import sgld_sample
+from utils.thermo import ThermoRecorder
+from utils.thermo import energies as thermo_energies
+from utils.thermo import to_csv as thermo_csv
 from utils.training import (CONDITIONAL_OBJECTIVES, OBJECTIVES, JointLoss, ResumableStream, evaluate_classifier,
                             lr_at)
 
@@ -141,6 +145,9 @@ def build_parser():
     g.add_argument("--rollback_lr_factor", type=positive_float, default=0.5,
                    help="on divergence, roll back to the last checkpoint and multiply the lr by this")
     g.add_argument("--max_rollbacks", type=nonneg_int, default=3, help="give up after this many rollbacks")
+    g.add_argument("--thermo", action="store_true",
+                   help="record work, heat, free energy and information per iteration (thermo.csv; two extra "
+                        "no-grad forwards per iteration); plot with eval_maebm.py --eval thermo")
     g.add_argument("--seed", type=int, default=1)
 
     g = p.add_argument_group("speed")
@@ -358,6 +365,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     state = {"iteration": 0, "epoch": 0, "batch": 0, "best_valid_acc": -1.0, "lr_scale": 1.0, "rollbacks": 0,
              "rolled_back_to": None}
     px_stream, lab_stream = ResumableStream(data.px), ResumableStream(data.labelled)
+    thermo = ThermoRecorder(args.batch_size, device) if args.thermo and generative else None
 
     ckpts = CheckpointDir(args.save_dir, args.keep_ckpts)
 
@@ -369,7 +377,10 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         def write():
             payload = {"model_state_dict": model.state_dict(), "optimizer_state_dict": optim.state_dict(),
                        "replay_buffer": samples, "rng": rngs, "arch": arch, "args_json": json.dumps(vars(args)),
-                       **state, "px_stream": px_stream.position(), "lab_stream": lab_stream.position()}
+                       **state, "px_stream": px_stream.position(), "lab_stream": lab_stream.position(),
+                       "thermo": thermo.state_dict() if thermo is not None else None}
+            if thermo is not None:
+                atomic_write_text(os.path.join(args.save_dir, "thermo.csv"), thermo_csv(payload["thermo"]["history"]))
             if name is None:
                 ckpts.save(payload, state["iteration"])
             else:
@@ -388,6 +399,8 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         px_stream.seek(**ckpt["px_stream"])
         lab_stream.seek(**ckpt["lab_stream"])
         set_rng_state(ckpt["rng"][dist_info.rank])
+        if thermo is not None and ckpt.get("thermo") is not None:
+            thermo.load_state_dict(ckpt["thermo"])
 
     if args.resume is not None:
         restore(ckpt)
@@ -455,11 +468,15 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                 logs.update({f"sampler/{k}": v for k, v in sampler_info.items()} if generative else {})
             bad |= ~torch.isfinite(loss) | (loss.detach().abs() > args.diverge_threshold)
 
+            if thermo is not None:
+                E0, y_thermo = thermo_energies(model, x_q, y_q)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             optim.step()
+            if thermo is not None:
+                thermo.record(it, E0, thermo_energies(model, x_q, y_thermo)[0])
             state["iteration"], state["batch"] = it + 1, state["batch"] + 1
             bar.update(1)
             epoch_end = state["batch"] == iters_per_epoch

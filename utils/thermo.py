@@ -1,0 +1,77 @@
+"""Thermodynamic bookkeeping of EBM training (--thermo): work, heat and free energy along training.
+
+Per iteration t, with samples x_t drawn under parameters theta_t:
+  E0(t) = E(x_t; theta_t) before the update, E1(t) = E(x_t; theta_{t+1}) after it;
+  work W += mean(E1 - E0) (parameters move, samples fixed);
+  heat Q += mean E0(t) - mean E1(t-1) (samples move, parameters fixed); dE = W + Q;
+  free energy dF by Jarzynski from the per-sample (batch position) accumulated changes,
+  dF = -log mean_i exp(-dE_i), computed stably with logsumexp; dissipation W - dF;
+  information I = -Q - (W - dF).
+Kept for the marginal energy E(x) and the joint energy E(x, y). Accumulators stay on the device.
+"""
+import math
+
+import torch
+
+KINDS = ("marginal", "joint")
+COLUMNS = ["iteration"] + [f"{q}_{k}" for k in KINDS for q in ("W", "Q", "dE", "dF", "dissipation", "I")]
+
+
+class ThermoRecorder:
+    """Accumulates W, Q, dE and the per-sample changes; `history` holds one row per iteration."""
+
+    def __init__(self, batch_size, device):
+        z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)
+        self.W, self.Q = z(2), z(2)
+        self.dE_i = z(2, batch_size)
+        self.prev_E1 = None  # (2, batch) energies of the previous samples under the current parameters
+        self.rows = []
+
+    def record(self, iteration, E0, E1):
+        """E0, E1: (2, batch) marginal and joint energies of this iteration's samples before/after the update."""
+        E0, E1 = E0.double(), E1.double()
+        self.W += (E1 - E0).mean(1)
+        self.dE_i += E1 - E0
+        if self.prev_E1 is not None:
+            self.Q += E0.mean(1) - self.prev_E1.mean(1)
+            self.dE_i += E0 - self.prev_E1
+        self.prev_E1 = E1
+        dE = self.W + self.Q
+        n = self.dE_i.shape[1]
+        dF = -(torch.logsumexp(-self.dE_i, dim=1) - math.log(n))
+        diss = self.W - dF
+        info = -self.Q - diss
+        per_kind = torch.stack([self.W, self.Q, dE, dF, diss, info], 1)  # (2, 6)
+        self.rows.append(torch.cat([torch.tensor([float(iteration)], dtype=torch.float64, device=E0.device),
+                                    per_kind.flatten()]))
+
+    def history(self):
+        """(iterations x len(COLUMNS)) float64 on the CPU: one host copy for all rows."""
+        return torch.stack(self.rows).cpu() if self.rows else torch.zeros(0, len(COLUMNS), dtype=torch.float64)
+
+    def state_dict(self):
+        return {"W": self.W, "Q": self.Q, "dE_i": self.dE_i, "prev_E1": self.prev_E1, "history": self.history()}
+
+    def load_state_dict(self, state):
+        self.W, self.Q, self.dE_i = state["W"].clone(), state["Q"].clone(), state["dE_i"].clone()
+        self.prev_E1 = None if state["prev_E1"] is None else state["prev_E1"].clone()
+        self.rows = [r.to(self.W.device) for r in state["history"]]
+
+
+def to_csv(history):
+    lines = [",".join(COLUMNS)]
+    for row in history.tolist():
+        lines.append(",".join([str(int(row[0]))] + [f"{v:.10g}" for v in row[1:]]))
+    return "\n".join(lines) + "\n"
+
+
+@torch.no_grad()
+def energies(model, x, y=None):
+    """((2, batch) marginal E(x) = -f(x) and joint E(x, y) = -logits[y], y used), in eval mode so that
+    measuring leaves BatchNorm statistics alone; without y the predicted class is used."""
+    was_training = model.training
+    model.eval()
+    f, logits = model(x)
+    model.train(was_training)
+    y = logits.argmax(1) if y is None else y
+    return torch.stack([-f, -logits.gather(1, y[:, None]).squeeze(1)]), y
