@@ -71,3 +71,22 @@ def test_buffer_update_with_repeated_indices_keeps_the_last_chain():
     x = torch.arange(1.0, 6.0).view(5, 1, 1, 1)
     buf.update(idx, x)
     assert buf.samples.flatten().tolist() == [5.0, 2.0, 0.0, 4.0, 0.0]
+
+
+def test_standard_gaussian_and_data_plus_noise_starts():
+    from types import SimpleNamespace
+
+    from train_maebm import make_start_fn
+    torch.manual_seed(0)
+    n_start = make_start_fn(SimpleNamespace(init="n"), (1, 4, 4), "cpu", None)
+    x = n_start(20000)
+    assert x.min() >= -1 and x.max() <= 1 and abs(float(x.mean())) < 0.01
+    # a standard normal clamped to [-1, 1]: variance 1 - 2 (phi(1) + Phi(-1)) + 2 Phi(-1) = 1 - 2 phi(1) = 0.5161
+    assert float(x.var()) == pytest.approx(0.5161, abs=0.01)
+    images = [(torch.full((1, 4, 4), v), 0) for v in (-0.5, 0.5)]
+    data = SimpleNamespace(px=SimpleNamespace(dataset=images))
+    d_start = make_start_fn(SimpleNamespace(init="data", buffer_size=10, init_noise=0.05), (1, 4, 4), "cpu", data)
+    x = d_start(20000)
+    centre = torch.where(x.mean(dim=(1, 2, 3)) > 0, 0.5, -0.5).view(-1, 1, 1, 1)
+    assert float((x - centre).std()) == pytest.approx(0.05, abs=0.003)
+    assert 0.45 < float((centre > 0).float().mean()) < 0.55
