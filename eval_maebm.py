@@ -26,7 +26,7 @@ from utils.samplers import SAMPLERS, run_sampler
 from utils.sgld import sgld_sample
 
 MODES = ("test_clf", "fid", "gen", "tsne", "cali", "OOD", "logp_hist", "uncond_samples", "cond_samples", "quality",
-         "thermo")
+         "thermo", "diagnostics")
 NEEDS_CLASSIFIER = ("test_clf", "cali", "cond_samples", "quality")
 SYNTHETIC_OOD = ("uniform", "constant", "blur")
 
@@ -509,9 +509,46 @@ def mode_thermo(ev, out):
     return {"iterations": int(len(it)), "final": final, "figures": figures}
 
 
+def cross_correlation(a, b, max_lag):
+    """Normalised cross-correlation corr(a[t], b[t + lag]) for lag in [-max_lag, max_lag]."""
+    a, b = (np.asarray(a, float) - np.mean(a)) / (np.std(a) + 1e-12), (np.asarray(b, float) - np.mean(b)) / (np.std(b) + 1e-12)
+    lags = np.arange(-max_lag, max_lag + 1)
+    corr = [np.mean(a[max(0, -k):len(a) - max(0, k)] * b[max(0, k):len(b) - max(0, -k)]) for k in lags]
+    return lags, np.array(corr)
+
+
+def mode_diagnostics(ev, out):
+    """Energy gap f(x+) - f(x-) and the samples' input-gradient norm along training, and their cross-correlation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    path = os.path.join(os.path.dirname(os.path.abspath(ev.args.load_path)), "metrics.jsonl")
+    rows = [r for r in (json.loads(line) for line in open(path)) if "diag/grad_norm" in r] if os.path.exists(path) else []
+    if len(rows) < 3:
+        raise UserError(f"{path} has fewer than 3 diagnostic rows (logged every --print_every iterations of a p(x) run)")
+    it = [r["iteration"] for r in rows]
+    gap, grad = [r["diag/energy_gap"] for r in rows], [r["diag/grad_norm"] for r in rows]
+    lags, corr = cross_correlation(gap, grad, min(20, len(rows) // 2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    axes[0].plot(it, gap)
+    axes[0].set_title("energy gap f(x+) - f(x-)")
+    axes[1].plot(it, grad)
+    axes[1].set_title("mean ||grad_x f|| at the samples")
+    axes[2].stem(lags, corr)
+    axes[2].set_title("cross-correlation (lag in logged steps)")
+    for ax in axes[:2]:
+        ax.set_xlabel("iteration")
+    fig.savefig(os.path.join(out, "diagnostics.png"), dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    best = int(np.argmax(np.abs(corr)))
+    return {"n_rows": len(rows), "corr_lag0": float(corr[len(lags) // 2]), "peak_corr": float(corr[best]),
+            "peak_lag": int(lags[best]), "figures": ["diagnostics.png"]}
+
+
 MODE_FUNCTIONS = {"test_clf": mode_test_clf, "fid": mode_fid, "gen": mode_gen, "tsne": mode_tsne, "cali": mode_cali,
                   "OOD": mode_ood, "logp_hist": mode_logp_hist, "uncond_samples": mode_uncond_samples,
-                  "cond_samples": mode_cond_samples, "quality": mode_quality, "thermo": mode_thermo}
+                  "cond_samples": mode_cond_samples, "quality": mode_quality, "thermo": mode_thermo,
+                  "diagnostics": mode_diagnostics}
 
 
 def main(argv=None):

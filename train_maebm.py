@@ -36,7 +36,7 @@ from utils.thermo import ThermoRecorder
 from utils.thermo import energies as thermo_energies
 from utils.thermo import to_csv as thermo_csv
 from utils.training import (CONDITIONAL_OBJECTIVES, OBJECTIVES, JointLoss, ResumableStream, evaluate_classifier,
-                            lr_at)
+                            input_grad_norm, lr_at)
 
 NOOP = "accepted for upstream compatibility; has no effect here"
 ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond", "spectral_norm")
@@ -518,6 +518,9 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                     continue
             if it % args.print_every == 0:
                 values = {k: float(v) for k, v in {"loss/total": loss.detach(), **logs}.items()}
+                if generative:  # diagnostics of learning: energy gap and the samples' input-gradient size
+                    values["diag/energy_gap"] = values["energy/f_data"] - values["energy/f_samples"]
+                    values["diag/grad_norm"] = input_grad_norm(model, x_q, y_q)
                 logger.metrics(it, epoch=epoch, lr=lr, **values)
                 bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}")
                 logger.log(f"it {it} ep {epoch} lr {lr:.4g} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),

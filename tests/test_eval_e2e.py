@@ -98,3 +98,10 @@ def test_eval_launchers(trained, tmp_path):
     for mode in ("OOD", "logp_hist", "tsne", "uncond_samples", "fid", "gen"):
         assert f"{mode}:" in proc.stdout
         assert os.path.isfile(os.path.join(os.path.dirname(trained[1]), f"eval_{mode}", f"{mode}.json"))
+
+
+def test_diagnostics_mode(trained, tmp_path):
+    out = str(tmp_path / "diag")
+    evaluate(trained[0], "diagnostics", out)
+    r = json.load(open(os.path.join(out, "diagnostics.json")))
+    assert r["n_rows"] == 30 and -1 <= r["peak_corr"] <= 1 and os.path.isfile(os.path.join(out, "diagnostics.png"))

@@ -24,3 +24,13 @@ def test_auroc_identical_sets_and_separated_sets():
     assert auroc(a, b) == pytest.approx(0.5, abs=0.01)
     assert auroc(a + 10, b) == pytest.approx(1.0)
     assert auroc(a - 10, b) == pytest.approx(0.0)
+
+
+def test_cross_correlation_finds_the_lag():
+    from eval_maebm import cross_correlation
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    b = np.roll(a, 3)  # b[t] = a[t - 3]: a leads b by 3 steps
+    lags, corr = cross_correlation(a, b, 10)
+    assert lags[np.argmax(corr)] == 3 and corr.max() > 0.95
+    assert abs(corr[lags == 0][0]) < 0.2

@@ -112,6 +112,16 @@ class ResumableStream:
         return {"epoch": self.epoch, "batch": self.batch}
 
 
+def input_grad_norm(model, x, y=None):
+    """Mean ||grad_x f(x)|| over a batch, in eval mode so BatchNorm statistics stay as they are."""
+    was_training = model.training
+    model.eval()
+    x = x.detach().requires_grad_(True)
+    g, = torch.autograd.grad(model(x, y)[0].sum(), x)
+    model.train(was_training)
+    return float(g.flatten(1).norm(dim=1).mean())
+
+
 @torch.no_grad()
 def evaluate_classifier(model, loader, device):
     """(mean cross-entropy, accuracy, mean f(x)) of the model in eval mode over a labelled loader."""
