@@ -23,6 +23,7 @@ from utils.fid import (CONVENTION, extract, feature_stats, frechet_distance, inc
 from utils.gaussian import load_gaussian_start
 from utils.metrics import auroc, calibration_bins, expected_calibration_error
 from utils.samplers import SAMPLERS, run_sampler
+from utils.run_dir import save_grid
 from utils.sgld import sgld_sample
 
 MODES = ("test_clf", "fid", "gen", "tsne", "cali", "OOD", "logp_hist", "uncond_samples", "cond_samples", "quality",
@@ -208,11 +209,6 @@ class Evaluation:
         return result
 
 
-def save_grid(x, path, nrow=10):
-    import torchvision.utils as vutils
-    vutils.save_image(x.float(), path, nrow=nrow, normalize=True, value_range=(-1, 1))
-
-
 def mode_test_clf(ev, out):
     x, y = ev.images(ev.dataset())
     if ev.args.n_steps > 0:
@@ -252,14 +248,14 @@ def mode_fid(ev, out):
             raise UserError(f"checkpoint {ev.args.load_path} has no replay buffer (trained with --px 0); use --fresh_samples N")
         samples, how = select_confident(ev, buffer)
         source, selection = f"replay buffer ({len(buffer)} images)", f"ratio {ev.args.ratio} by {how}"
-    save_grid(samples[:100], os.path.join(out, "fid_samples.png"))
+    save_grid(samples[:100], os.path.join(out, "fid_samples.png"), nrow=10)
     return {"source": source, "selection": selection, **ev.generative_scores(samples)}
 
 
 def mode_gen(ev, out):
     snaps = []
     samples = ev.sample(ev.args.n_samples, ev.args.n_sample_steps, snapshots=snaps)
-    save_grid(samples[:100], os.path.join(out, "gen_samples.png"))
+    save_grid(samples[:100], os.path.join(out, "gen_samples.png"), nrow=10)
     chain = torch.stack(snaps, 1)  # 10 chains x snapshots
     save_grid(chain.flatten(0, 1), os.path.join(out, "gen_chains.png"), nrow=len(snaps))
     buf = io.BytesIO()
@@ -415,7 +411,7 @@ def mode_logp_hist(ev, out):
 
 def mode_uncond_samples(ev, out):
     x = ev.sample(100, ev.args.n_sample_steps)
-    save_grid(x, os.path.join(out, "uncond_samples.png"))
+    save_grid(x, os.path.join(out, "uncond_samples.png"), nrow=10)
     return {"n": 100, "n_sample_steps": ev.args.n_sample_steps, "figures": ["uncond_samples.png"]}
 
 

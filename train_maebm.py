@@ -5,14 +5,12 @@ Example: python train_maebm.py --dataset fashionmnist --model cnn --width 1 --n_
 """
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
 from types import SimpleNamespace
 
 import torch
-import torchvision.utils as vutils
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from tqdm import tqdm
@@ -29,7 +27,7 @@ from utils.distributed import (any_rank, broadcast_object, gather_cat, gather_ob
 from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int,
                           probability, run_cli)
 from utils.gaussian import load_gaussian_start
-from utils.run_dir import RunLogger, prepare_run_dir
+from utils.run_dir import RunLogger, prepare_run_dir, save_grid
 from utils.samplers import SAMPLERS, run_sampler
 from utils.sgld import sgld_sample
 from utils.thermo import ThermoRecorder
@@ -233,11 +231,6 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         self.signum = signum
-
-
-def save_grid(x, path, nrow=None):
-    vutils.save_image(x.detach().float().cpu(), path, nrow=nrow or int(math.ceil(math.sqrt(len(x)))),
-                      normalize=True, value_range=(-1, 1))
 
 
 def load_data(args, device, dist_info):

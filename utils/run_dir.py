@@ -1,5 +1,6 @@
 """Run directories: refuse to clobber, record the command, log text, metrics and TensorBoard."""
 import json
+import math
 import os
 import sys
 import time
@@ -86,3 +87,10 @@ class RunLogger:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def save_grid(x, path, nrow=None):
+    """A PNG grid of images in [-1,1] (nrow per row; default: a square)."""
+    import torchvision.utils as vutils
+    vutils.save_image(x.detach().float().cpu(), path, nrow=nrow or int(math.ceil(math.sqrt(len(x)))),
+                      normalize=True, value_range=(-1, 1))
