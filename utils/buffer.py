@@ -34,6 +34,8 @@ class ReplayBuffer:
             per_class = len(self.samples) // self.n_classes
             idx = y.to(device) * per_class + torch.randint(0, per_class, (n,), device=device)
         fresh = torch.rand(n, device=device) < reinit_freq
+        # Drawing a full batch of fresh starts and selecting with where() costs one small batched draw,
+        # but avoids the host sync that counting the re-initialised chains would need.
         starts = torch.where(fresh.view(-1, *[1] * (self.samples.dim() - 1)), start_fn(n, y), self.samples[idx])
         return starts, idx
 
