@@ -514,31 +514,48 @@ def cross_correlation(a, b, max_lag):
 
 
 def mode_diagnostics(ev, out):
-    """Energy gap f(x+) - f(x-) and the samples' input-gradient norm along training, and their cross-correlation."""
+    """Energy gap f(x+) - f(x-) and the samples' input-gradient norm along training with their cross-correlation;
+    the chains' energy and gradient norm at their first and last step, and the long-run chains' end values."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     path = os.path.join(os.path.dirname(os.path.abspath(ev.args.load_path)), "metrics.jsonl")
-    rows = [r for r in (json.loads(line) for line in open(path)) if "diag/grad_norm" in r] if os.path.exists(path) else []
+    all_rows = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+    rows = [r for r in all_rows if "diag/grad_norm" in r]
     if len(rows) < 3:
         raise UserError(f"{path} has fewer than 3 diagnostic rows (logged every --print_every iterations of a p(x) run)")
     it = [r["iteration"] for r in rows]
     gap, grad = [r["diag/energy_gap"] for r in rows], [r["diag/grad_norm"] for r in rows]
     lags, corr = cross_correlation(gap, grad, min(20, len(rows) // 2))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
-    axes[0].plot(it, gap)
-    axes[0].set_title("energy gap f(x+) - f(x-)")
-    axes[1].plot(it, grad)
-    axes[1].set_title("mean ||grad_x f|| at the samples")
-    axes[2].stem(lags, corr)
-    axes[2].set_title("cross-correlation (lag in logged steps)")
-    for ax in axes[:2]:
+    chain_rows = [r for r in all_rows if "chain/energy_first" in r]
+    long_rows = [r for r in all_rows if "long_run/energy_last" in r]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8))
+    axes[0, 0].plot(it, gap)
+    axes[0, 0].set_title("energy gap f(x+) - f(x-)")
+    axes[0, 1].plot(it, grad)
+    axes[0, 1].set_title("mean ||grad_x f|| at the samples")
+    axes[0, 2].stem(lags, corr)
+    axes[0, 2].set_title("cross-correlation (lag in logged steps)")
+    for ax, quantity, title in ((axes[1, 0], "energy", "chains' mean energy E"), (axes[1, 1], "grad_norm", "chains' mean ||grad_x f||")):
+        chain_it = [r["iteration"] for r in chain_rows]
+        ax.plot(chain_it, [r[f"chain/{quantity}_first"] for r in chain_rows], label="first step")
+        ax.plot(chain_it, [r[f"chain/{quantity}_last"] for r in chain_rows], label="last step")
+        if long_rows:
+            ax.plot([r["iteration"] for r in long_rows], [r[f"long_run/{quantity}_last"] for r in long_rows], "o",
+                    label="end of long-run chains")
+        ax.set_title(title)
+        ax.legend()
+    axes[1, 2].axis("off")
+    for ax in (axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]):
         ax.set_xlabel("iteration")
     fig.savefig(os.path.join(out, "diagnostics.png"), dpi=120, bbox_inches="tight")
     plt.close(fig)
     best = int(np.argmax(np.abs(corr)))
-    return {"n_rows": len(rows), "corr_lag0": float(corr[len(lags) // 2]), "peak_corr": float(corr[best]),
-            "peak_lag": int(lags[best]), "figures": ["diagnostics.png"]}
+    result = {"n_rows": len(rows), "corr_lag0": float(corr[len(lags) // 2]), "peak_corr": float(corr[best]),
+              "peak_lag": int(lags[best]), "figures": ["diagnostics.png"]}
+    if long_rows:
+        result.update({k: v for k, v in long_rows[-1].items() if k.startswith("long_run/")})
+    return result
 
 
 MODE_FUNCTIONS = {"test_clf": mode_test_clf, "fid": mode_fid, "gen": mode_gen, "tsne": mode_tsne, "cali": mode_cali,

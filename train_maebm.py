@@ -18,6 +18,7 @@ from tqdm import tqdm
 from models import MODELS, NORMS, build_model
 from models.norms import ActNorm
 from utils.buffer import ReplayBuffer, uniform_start
+from utils.chain_diag import chain_summary, long_run_chains, plot_chain_trace
 from utils.checkpoint import (CheckpointDir, atomic_torch_save, atomic_write_text, load_checkpoint, rng_state,
                               set_rng_state)
 from utils.data import (DATASETS, dataset_info, dataset_labels, image_transform, labelled_subset, load_dataset,
@@ -143,6 +144,11 @@ def build_parser():
     g.add_argument("--rollback_lr_factor", type=positive_float, default=0.5,
                    help="on divergence, roll back to the last checkpoint and multiply the lr by this")
     g.add_argument("--max_rollbacks", type=nonneg_int, default=3, help="give up after this many rollbacks")
+    g.add_argument("--long_run_every", type=nonneg_int, default=0,
+                   help="every N iterations, run --long_run_n chains from uniform noise for --long_run_steps steps "
+                        "(eval mode, fixed seed, training unaffected) to see the model's steady state; 0: off")
+    g.add_argument("--long_run_steps", type=positive_int, default=10000, help="sampler steps of the long-run chains")
+    g.add_argument("--long_run_n", type=positive_int, default=64, help="number of long-run chains")
     g.add_argument("--thermo", action="store_true",
                    help="record work, heat, free energy and information per iteration (thermo.csv; two extra "
                         "no-grad forwards per iteration); plot with eval_maebm.py --eval thermo")
@@ -301,8 +307,11 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     n_classes = data.n_classes
     check_args(args, n_classes)
     generative = args.px > 0 and args.objective != "dcl"  # the objective has a p(x) or p(x, y) term
+    # --thermo on a classifier-only run (dcl) still needs the model's own samples: chains are drawn for
+    # measurement only and never enter the loss.
+    sampling = generative or args.thermo
     classifying = args.pyx > 0 or args.objective == "dcl"
-    if generative and args.buffer_size % dist_info.world:
+    if sampling and args.buffer_size % dist_info.world:
         raise UserError(f"--buffer_size: {args.buffer_size} is not divisible by the {dist_info.world} processes")
     shard = args.buffer_size // dist_info.world  # each rank keeps its own part of the replay buffer
     start_fn = make_start_fn(args, image_shape, device, data)
@@ -333,7 +342,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     if dist_info.enabled:
         torch.manual_seed(args.seed + dist_info.rank)  # same initial weights, different chains per rank
     buffer = None
-    if generative and not args.short_run:
+    if sampling and not args.short_run:
         blocked = class_blocked(args)
         block_y = torch.arange(n_classes, device=device).repeat_interleave(shard // n_classes) if blocked else None
         if blocked and shard % n_classes:
@@ -358,7 +367,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     state = {"iteration": 0, "epoch": 0, "batch": 0, "best_valid_acc": -1.0, "lr_scale": 1.0, "rollbacks": 0,
              "rolled_back_to": None}
     px_stream, lab_stream = ResumableStream(data.px), ResumableStream(data.labelled)
-    thermo = ThermoRecorder(args.batch_size, device) if args.thermo and generative else None
+    thermo = ThermoRecorder(args.batch_size, device) if args.thermo else None
 
     ckpts = CheckpointDir(args.save_dir, args.keep_ckpts)
 
@@ -439,6 +448,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                     x_p, y_p = (t.to(device, non_blocking=True) for t in px_stream.next())
                     if args.sigma > 0:
                         x_p = x_p + args.sigma * torch.randn_like(x_p)
+                if sampling:
                     if args.objective in CONDITIONAL_OBJECTIVES:
                         y_q = y_p
                     elif args.class_cond_p_x_sample:
@@ -449,8 +459,15 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                         x0 = start_fn(args.batch_size, y_q)
                     else:
                         x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq, y_q)
+                    if not generative:  # measurement chains leave the BatchNorm statistics of training alone
+                        model.eval()
+                    # per-chain energy and gradient norm, kept on the device, only on iterations that report
+                    want_trace = it % args.print_every == 0 or (not args.novis and it % args.plot_every == 0)
+                    trace = [] if want_trace else None
                     x_q, sampler_info = run_sampler(args.sampler, model, to_memory_format(x0), args.n_steps,
-                                                    args.sgld_lr, args.sgld_std, y=y_q, n_leapfrog=args.n_leapfrog)
+                                                    args.sgld_lr, args.sgld_std, y=y_q, n_leapfrog=args.n_leapfrog,
+                                                    trace=trace)
+                    model.train()
                     if buffer is not None:
                         buffer.update(idx, x_q)
                     bad |= ~torch.isfinite(x_q).all()
@@ -458,7 +475,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                     x_l, y_l = lab_stream.next()
                     x_l, y_l = x_l.to(device, non_blocking=True), y_l.to(device, non_blocking=True)
                 loss, logs = step(to_memory_format(x_p), x_q, to_memory_format(x_l), y_l, y_data=y_p, y_samples=y_q)
-                logs.update({f"sampler/{k}": v for k, v in sampler_info.items()} if generative else {})
+                logs.update({f"sampler/{k}": v for k, v in sampler_info.items()} if sampling else {})
             bad |= ~torch.isfinite(loss) | (loss.detach().abs() > args.diverge_threshold)
 
             if thermo is not None:
@@ -486,7 +503,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
             # so a checkpoint never holds a diverged state.
             if it % args.print_every == 0 or ckpt_due:
                 if bool(any_rank(bad, dist_info)):
-                    if generative and not args.novis and dist_info.is_main:
+                    if sampling and not args.novis and dist_info.is_main:
                         save_grid(x_q, os.path.join(args.save_dir, f"diverge_{epoch}_{it:08d}.png"))
                     if state["rollbacks"] >= args.max_rollbacks:
                         raise UserError(f"training diverged at iteration {it} after {state['rollbacks']} rollbacks "
@@ -514,12 +531,18 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                 if generative:  # diagnostics of learning: energy gap and the samples' input-gradient size
                     values["diag/energy_gap"] = values["energy/f_data"] - values["energy/f_samples"]
                     values["diag/grad_norm"] = input_grad_norm(model, x_q, y_q)
+                if sampling:
+                    values.update(chain_summary(torch.stack(trace), "chain"))
                 logger.metrics(it, epoch=epoch, lr=lr, **values)
                 bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}")
                 logger.log(f"it {it} ep {epoch} lr {lr:.4g} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),
                            echo=False)
-            if generative and not args.novis and it % args.plot_every == 0 and dist_info.is_main:
+            if sampling and not args.novis and it % args.plot_every == 0 and dist_info.is_main:
                 save_grid(x_q, os.path.join(args.save_dir, "samples", f"x_q_{epoch}_{it:08d}.png"))
+                plot_chain_trace(torch.stack(trace), os.path.join(args.save_dir, "samples", f"chains_{epoch}_{it:08d}.png"),
+                                 f"iteration {it}: the {args.n_steps} steps of this batch's chains")
+            if sampling and args.long_run_every and state["iteration"] % args.long_run_every == 0 and dist_info.is_main:
+                long_run(args, model, state["iteration"], epoch, image_shape, device, autocast, logger)
             if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
                 evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint, dist_info)
             if epoch_end and epoch % args.ckpt_every == 0:
@@ -537,6 +560,23 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     logger.log(f"finished at iteration {state['iteration']}; run directory {args.save_dir}")
     logger.close()
     return 0
+
+
+def long_run(args, model, iteration, epoch, image_shape, device, autocast, logger):
+    """Long-run chains from uniform noise: a grid of where they end, their energy traces, and the end values."""
+    x, trace = long_run_chains(model, lambda n: uniform_start(n, image_shape, device), args.long_run_n,
+                               args.long_run_steps, args.sampler, args.sgld_lr, args.sgld_std, args.n_leapfrog,
+                               args.seed, device, autocast)
+    values = chain_summary(trace, "long_run")
+    logger.metrics(iteration, epoch=epoch, **values)
+    logger.log(f"long-run chains ({args.long_run_steps} steps) after iteration {iteration}: "
+               + " ".join(f"{k}={v:.4f}" for k, v in values.items()), echo=False)
+    if not args.novis:
+        out = os.path.join(args.save_dir, "long_run")
+        os.makedirs(out, exist_ok=True)
+        save_grid(x, os.path.join(out, f"long_run_{iteration:08d}.png"))
+        plot_chain_trace(trace, os.path.join(out, f"long_run_{iteration:08d}_chains.png"),
+                         f"{args.long_run_n} chains from uniform noise, {args.long_run_steps} steps, after iteration {iteration}")
 
 
 def evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, start_fn, checkpoint, dist_info):

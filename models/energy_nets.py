@@ -56,3 +56,21 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+class PointEnergy(nn.Module):
+    """Energy of points in R^d: E(x) = MLP(x) + |x|^2 / (2 prior_std^2), Swish MLP, forward -> (f = -E, f[:, None]).
+
+    The broad Gaussian factor keeps exp(-E) normalisable on all of R^d, so log Z exists (AIS, quadrature);
+    the (f, logits) return matches EnergyModel so the samplers take either.
+    """
+
+    def __init__(self, dim=2, hidden=128, prior_std=3.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), Swish(), nn.Linear(hidden, hidden), Swish(),
+                                 nn.Linear(hidden, 1))
+        self.prior_std = prior_std
+
+    def forward(self, x, y=None):
+        f = -(self.net(x).squeeze(-1) + (x ** 2).sum(-1) / (2 * self.prior_std ** 2))
+        return f, f[:, None]

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from utils.samplers import (adam_sample, gd_momentum_sample, hmc_sample, langevin_exact_sample, langevin_sample,
-                            mala_sample, run_sampler, tutorial_sample)
+from utils.samplers import (SAMPLERS, adam_sample, gd_momentum_sample, hmc_sample, langevin_exact_sample,
+                            langevin_sample, mala_sample, run_sampler, tutorial_sample)
 
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)
 SIGMA = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
@@ -65,10 +65,34 @@ def test_tutorial_step_climbs_f_and_stays_in_bounds():
     assert neg_energy(x).mean() > 0.5 * neg_energy(x0).mean()  # f <= 0 here: the chains climb most of the way
 
 
+class Model(torch.nn.Module):
+    def forward(self, x, y=None):
+        return neg_energy(x.double().flatten(1)), None
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_trace_holds_energy_and_grad_norm_of_every_chain_at_every_step(sampler):
+    x0 = starts(50) / 4  # inside [-1, 1], where the image samplers keep their chains
+    trace = []
+    run_sampler(sampler, Model(), x0, 7, 0.05, 0.01, bounds=None, trace=trace)
+    assert len(trace) == 7 and all(t.shape == (2, 50) for t in trace)
+    if sampler != "tutorial":  # the tutorial step adds noise before its first gradient
+        d = x0 - MU
+        assert torch.allclose(trace[0][0], (-neg_energy(x0)).float())
+        assert torch.allclose(trace[0][1], (d @ PREC).norm(dim=1).float())
+
+
+def test_trace_of_mala_reaches_the_equilibrium_energy_and_gradient():
+    """For E = d'Pd / 2 in 2-D, at equilibrium mean E = 1 and mean ||grad E||^2 = trace(P)."""
+    trace = []
+    mala_sample(neg_energy, starts() * 3, 300, 0.4, trace=trace)
+    trace = torch.stack(trace).double()
+    assert trace[0, 0].mean() > 5
+    assert abs(float(trace[-50:, 0].mean()) - 1.0) < 0.05
+    assert abs(float((trace[-50:, 1] ** 2).mean()) / float(torch.trace(PREC)) - 1) < 0.05
+
+
 def test_run_sampler_dispatch_and_unknown_name():
-    class Model(torch.nn.Module):
-        def forward(self, x, y=None):
-            return neg_energy(x.double().flatten(1)), None
     x, info = run_sampler("mala", Model(), starts(100), 5, 0.3, 0.0, bounds=None)
     assert x.shape == (100, 2) and "acceptance" in info
     with pytest.raises(ValueError, match="unknown sampler"):

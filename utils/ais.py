@@ -24,7 +24,7 @@ def ais_log_z(energy, dim, n_chains=1000, n_temps=200, base_std=1.0, mala_steps=
     x = torch.randn(n_chains, dim, generator=generator, dtype=dtype, device=device) * base_std
     log_w = torch.zeros(n_chains, dtype=dtype, device=device)
     for b_prev, b in zip(betas[:-1], betas[1:]):
-        log_w = log_w + (b - b_prev) * (base(x) - energy(x))
+        log_w = log_w + (b - b_prev) * (base(x) - energy(x)).detach()
         x, _ = mala_sample(lambda z, b=b: -((1 - b) * base(z) + b * energy(z)), x, mala_steps, mala_eps)
     log_mean_w = torch.logsumexp(log_w, 0) - math.log(n_chains)
     w = torch.exp(log_w - log_w.max())

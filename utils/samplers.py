@@ -3,10 +3,12 @@
 Every sampler takes `neg_energy(x) -> f(x) = -E(x)` (one value per sample) and starts `x`, and returns
 (samples, info) where info holds tensors only (e.g. the Metropolis acceptance rate), so no host sync
 happens inside the chain. `bounds=(-1, 1)` clamps images; None leaves the space unbounded.
+`trace`, when a list, receives per step a (2, batch) tensor: the energy E = -f and ||grad_x f|| of every
+chain at the state the step starts from (values the step computes anyway: no extra forward).
 """
 import torch
 
-from utils.sgld import sgld_sample
+from utils.sgld import record_trace, sgld_sample
 
 SAMPLERS = ("sgld", "tutorial", "langevin", "langevin_exact", "gd_momentum", "adam", "mala", "hmc")
 
@@ -23,43 +25,48 @@ def _clamp(x, bounds):
     return x if bounds is None else x.clamp(*bounds)
 
 
-def tutorial_sample(neg_energy, x, n_steps, step_size=10.0, noise_std=0.005, grad_clip=0.03, bounds=(-1, 1)):
+def tutorial_sample(neg_energy, x, n_steps, step_size=10.0, noise_std=0.005, grad_clip=0.03, bounds=(-1, 1),
+                    trace=None):
     """The deep-energy-models tutorial step: add noise, then move along grad f clamped to +-grad_clip."""
     for _ in range(n_steps):
         x = _clamp(x + noise_std * torch.randn_like(x), bounds)
-        _, g = _grad_f(neg_energy, x)
+        f, g = _grad_f(neg_energy, x)
+        record_trace(trace, f, g)
         x = _clamp(x + step_size * g.clamp(-grad_clip, grad_clip), bounds)
     return x.detach(), {}
 
 
-def langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=None):
+def langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=None, trace=None):
     """Tempered Langevin: x <- x - step_size * grad E + noise_std * N(0, I), step and noise set independently."""
     for _ in range(n_steps):
-        _, g = _grad_f(neg_energy, x)
+        f, g = _grad_f(neg_energy, x)
+        record_trace(trace, f, g)
         x = _clamp(x + step_size * g + noise_std * torch.randn_like(x), bounds)
     return x.detach(), {}
 
 
-def langevin_exact_sample(neg_energy, x, n_steps, eps, bounds=None):
+def langevin_exact_sample(neg_energy, x, n_steps, eps, bounds=None, trace=None):
     """Unadjusted Langevin with the exact scaling: x <- x - (eps^2 / 2) grad E + eps * N(0, I)."""
-    return langevin_sample(neg_energy, x, n_steps, eps ** 2 / 2, eps, bounds)
+    return langevin_sample(neg_energy, x, n_steps, eps ** 2 / 2, eps, bounds, trace)
 
 
-def gd_momentum_sample(neg_energy, x, n_steps, step_size, momentum=0.9, bounds=None):
+def gd_momentum_sample(neg_energy, x, n_steps, step_size, momentum=0.9, bounds=None, trace=None):
     """Gradient descent on E with heavy-ball momentum, no noise (a mode seeker, not a sampler)."""
     v = torch.zeros_like(x)
     for _ in range(n_steps):
-        _, g = _grad_f(neg_energy, x)
+        f, g = _grad_f(neg_energy, x)
+        record_trace(trace, f, g)
         v = momentum * v + g
         x = _clamp(x + step_size * v, bounds)
     return x.detach(), {}
 
 
-def adam_sample(neg_energy, x, n_steps, step_size, betas=(0.9, 0.999), eps=1e-8, bounds=None):
+def adam_sample(neg_energy, x, n_steps, step_size, betas=(0.9, 0.999), eps=1e-8, bounds=None, trace=None):
     """Adam descent on E with respect to the samples, no noise; per-sample state, fully batched."""
     m, v = torch.zeros_like(x), torch.zeros_like(x)
     for t in range(1, n_steps + 1):
-        _, g = _grad_f(neg_energy, x)
+        f, g = _grad_f(neg_energy, x)
+        record_trace(trace, f, g)
         g = -g  # gradient of E
         m = betas[0] * m + (1 - betas[0]) * g
         v = betas[1] * v + (1 - betas[1]) * g * g
@@ -72,12 +79,13 @@ def _sum_dims(t):
     return t.flatten(1).sum(1)
 
 
-def mala_sample(neg_energy, x, n_steps, eps):
+def mala_sample(neg_energy, x, n_steps, eps, trace=None):
     """Metropolis-adjusted Langevin: exact-Langevin proposals accepted with the MH ratio (unbounded space)."""
     x = x.detach()
     f, g = _grad_f(neg_energy, x)
     accepted = torch.zeros((), device=x.device)
     for _ in range(n_steps):
+        record_trace(trace, f, g)
         mean_fwd = x + eps ** 2 / 2 * g
         y = mean_fwd + eps * torch.randn_like(x)
         fy, gy = _grad_f(neg_energy, y)
@@ -92,12 +100,13 @@ def mala_sample(neg_energy, x, n_steps, eps):
     return x.detach(), {"acceptance": accepted / max(n_steps, 1)}
 
 
-def hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog=10):
+def hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog=10, trace=None):
     """Hamiltonian Monte Carlo: leapfrog trajectories with unit mass, accepted with the MH ratio."""
     x = x.detach()
     f, g = _grad_f(neg_energy, x)
     accepted = torch.zeros((), device=x.device)
     for _ in range(n_steps):
+        record_trace(trace, f, g)
         p0 = torch.randn_like(x)
         p = p0 + step_size / 2 * g
         y, fy, gy = x, f, g
@@ -116,25 +125,25 @@ def hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog=10):
     return x.detach(), {"acceptance": accepted / max(n_steps, 1)}
 
 
-def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-1, 1), n_leapfrog=10):
+def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-1, 1), n_leapfrog=10, trace=None):
     """Dispatch by --sampler name for an EnergyModel (f(x) or f(x)[y]); returns (samples, info)."""
     if name == "sgld":
-        return sgld_sample(model, x, n_steps, step_size, noise_std, y=y), {}
+        return sgld_sample(model, x, n_steps, step_size, noise_std, y=y, trace=trace), {}
     neg_energy = lambda z: model(z, y)[0]
     if name == "tutorial":
-        return tutorial_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=bounds)
+        return tutorial_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=bounds, trace=trace)
     if name == "langevin":
-        return langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds)
+        return langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds, trace)
     if name == "langevin_exact":
-        return langevin_exact_sample(neg_energy, x, n_steps, step_size, bounds)
+        return langevin_exact_sample(neg_energy, x, n_steps, step_size, bounds, trace)
     if name == "gd_momentum":
-        return gd_momentum_sample(neg_energy, x, n_steps, step_size, bounds=bounds)
+        return gd_momentum_sample(neg_energy, x, n_steps, step_size, bounds=bounds, trace=trace)
     if name == "adam":
-        return adam_sample(neg_energy, x, n_steps, step_size, bounds=bounds)
+        return adam_sample(neg_energy, x, n_steps, step_size, bounds=bounds, trace=trace)
     if name == "mala":
-        samples, info = mala_sample(neg_energy, x, n_steps, step_size)
+        samples, info = mala_sample(neg_energy, x, n_steps, step_size, trace)
     elif name == "hmc":
-        samples, info = hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog)
+        samples, info = hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog, trace)
     else:
         raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
     # Metropolis samplers target the unbounded density; images are clamped only after the chain.

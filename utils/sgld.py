@@ -2,17 +2,25 @@
 import torch
 
 
-def sgld_sample(model, x, n_steps, step_size, noise_std, y=None, grad_clip=1.0):
+def record_trace(trace, f, grad):
+    """Append (energy -f, ||grad||) per chain, shape (2, batch), to `trace` when it is a list."""
+    if trace is not None:
+        trace.append(torch.stack([-f.detach().float(), grad.detach().flatten(1).float().norm(dim=1)]))
+
+
+def sgld_sample(model, x, n_steps, step_size, noise_std, y=None, grad_clip=1.0, trace=None):
     """Run `n_steps` of SGLD from `x`; returns the detached final samples.
 
     The model stays in whatever mode the caller set (upstream samples in train mode, so BatchNorm
-    statistics move with the chains). No host synchronisation happens inside the loop.
+    statistics move with the chains). No host synchronisation happens inside the loop. `trace`: see
+    utils/samplers.py.
     """
     x = x.detach()
     for _ in range(n_steps):
         x.requires_grad_(True)
         fx, _ = model(x, y)
         grad, = torch.autograd.grad(fx.sum(), x)
+        record_trace(trace, fx, grad)
         x = x.detach() + step_size * grad.clamp(-grad_clip, grad_clip)
         if noise_std > 0:
             x = x + noise_std * torch.randn_like(x)

@@ -4,9 +4,11 @@ Per iteration t, with samples x_t drawn under parameters theta_t:
   E0(t) = E(x_t; theta_t) before the update, E1(t) = E(x_t; theta_{t+1}) after it;
   work W += mean(E1 - E0) (parameters move, samples fixed);
   heat Q += mean E0(t) - mean E1(t-1) (samples move, parameters fixed); dE = W + Q;
-  free energy dF by Jarzynski from the per-sample (batch position) accumulated changes,
-  dF = -log mean_i exp(-dE_i), computed stably with logsumexp; dissipation W - dF;
+  free energy dF by Jarzynski's equality from the per-sample (batch position) accumulated work,
+  dF = -log mean_i exp(-W_i), computed stably with logsumexp; dissipation W - dF;
   information I = -Q - (W - dF).
+Jarzynski's equality holds for the work W_i, not for dE_i = W_i + Q_i: along a slow parameter path with
+equilibrated chains it recovers log Z(start) - log Z(end) (tests/test_thermo.py checks it against AIS).
 Kept for the marginal energy E(x) and the joint energy E(x, y). Accumulators stay on the device.
 """
 import math
@@ -18,12 +20,12 @@ COLUMNS = ["iteration"] + [f"{q}_{k}" for k in KINDS for q in ("W", "Q", "dE", "
 
 
 class ThermoRecorder:
-    """Accumulates W, Q, dE and the per-sample changes; `history` holds one row per iteration."""
+    """Accumulates W, Q, dE and the per-sample work; `history` holds one row per iteration."""
 
     def __init__(self, batch_size, device):
         z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)
         self.W, self.Q = z(2), z(2)
-        self.dE_i = z(2, batch_size)
+        self.W_i = z(2, batch_size)
         self.prev_E1 = None  # (2, batch) energies of the previous samples under the current parameters
         self.rows = []
 
@@ -31,14 +33,12 @@ class ThermoRecorder:
         """E0, E1: (2, batch) marginal and joint energies of this iteration's samples before/after the update."""
         E0, E1 = E0.double(), E1.double()
         self.W += (E1 - E0).mean(1)
-        self.dE_i += E1 - E0
+        self.W_i += E1 - E0
         if self.prev_E1 is not None:
             self.Q += E0.mean(1) - self.prev_E1.mean(1)
-            self.dE_i += E0 - self.prev_E1
         self.prev_E1 = E1
         dE = self.W + self.Q
-        n = self.dE_i.shape[1]
-        dF = -(torch.logsumexp(-self.dE_i, dim=1) - math.log(n))
+        dF = jarzynski_free_energy(self.W_i)
         diss = self.W - dF
         info = -self.Q - diss
         per_kind = torch.stack([self.W, self.Q, dE, dF, diss, info], 1)  # (2, 6)
@@ -50,12 +50,23 @@ class ThermoRecorder:
         return torch.stack(self.rows).cpu() if self.rows else torch.zeros(0, len(COLUMNS), dtype=torch.float64)
 
     def state_dict(self):
-        return {"W": self.W, "Q": self.Q, "dE_i": self.dE_i, "prev_E1": self.prev_E1, "history": self.history()}
+        return {"W": self.W, "Q": self.Q, "W_i": self.W_i, "prev_E1": self.prev_E1, "history": self.history()}
 
     def load_state_dict(self, state):
-        self.W, self.Q, self.dE_i = state["W"].clone(), state["Q"].clone(), state["dE_i"].clone()
+        self.W, self.Q, self.W_i = state["W"].clone(), state["Q"].clone(), state["W_i"].clone()
         self.prev_E1 = None if state["prev_E1"] is None else state["prev_E1"].clone()
         self.rows = [r.to(self.W.device) for r in state["history"]]
+
+
+def jarzynski_free_energy(work):
+    """dF = -log mean exp(-work) over the last dimension (per-sample accumulated work), via logsumexp."""
+    return -(torch.logsumexp(-work, dim=-1) - math.log(work.shape[-1]))
+
+
+def jarzynski_std_error(work):
+    """Delta-method standard error of jarzynski_free_energy: std(w) / (sqrt(n) mean(w)), w = exp(-work)."""
+    w = torch.exp(-(work - work.min(dim=-1, keepdim=True).values))
+    return w.std(dim=-1) / (math.sqrt(work.shape[-1]) * w.mean(dim=-1))
 
 
 def to_csv(history):
