@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" train_maebm.py --dataset fashionmnist \
-  --model conv5 --norm none --uncond \
+  --model conv5 --width 1 --norm none --uncond \
   --px 1.0 --pyx 0.0 \
   --init u --reinit_freq 0 --buffer_size 10000 \
   --sampler langevin_exact --n_steps 100 --sgld_lr 0.01 \

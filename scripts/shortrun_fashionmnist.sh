@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" train_maebm.py --dataset fashionmnist \
-  --model conv5 --norm none --uncond \
+  --model conv5 --width 1 --norm none --uncond \
   --px 1.0 --pyx 0.0 \
   --short_run --init u --sampler langevin --n_steps 100 --sgld_lr 1 --sgld_std 0 \
   --l2_coeff 0 \

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" train_maebm.py --dataset mnist \
-  --model tutorial_cnn --norm none --uncond \
+  --model tutorial_cnn --width 1 --norm none --uncond \
   --px 1.0 --pyx 0.0 \
   --init u --sampler tutorial --n_steps 60 --sgld_lr 10 --sgld_std 0.005 \
   --buffer_size 8192 --reinit_freq 0.05 \

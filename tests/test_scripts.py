@@ -54,3 +54,18 @@ def test_sweep_refuses_a_mistyped_training_flag(tmp_path):
     proc = run_script("sweep.py", "--n_stepz", "3", "--save_dir", tmp_path / "s")
     assert "unrecognized arguments: --n_stepz" in error_line(proc)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("launcher,model,max_params", [("tutorial_mnist.sh", "tutorial_cnn", 2e5),
+                                                        ("shortrun_fashionmnist.sh", "conv5", 2e6),
+                                                        ("convergent_fashionmnist.sh", "conv5", 2e6)])
+def test_small_net_launchers_build_the_published_sizes(launcher, model, max_params, tmp_path, fmnist_root,
+                                                       fmnist_centers):
+    """Run with the recipe's own network (only data and length overridden): 64 base filters, not WRN's width."""
+    save = tmp_path / "run"
+    run_script(f"scripts/{launcher}", "--dataset", "fashionmnist", "--data_root", fmnist_root, "--center_dir",
+               fmnist_centers, "--max_iters", "1", "--n_steps", "1", "--batch_size", "16", "--buffer_size", "64",
+               "--workers", "0", "--save_dir", save, check=True)
+    ckpt = load_checkpoint(str(save / "last_ckpt.pt"))
+    n_params = sum(v.numel() for v in ckpt["model_state_dict"].values())
+    assert ckpt["args"]["model"] == model and ckpt["args"]["width"] == 1 and n_params < max_params
