@@ -98,10 +98,10 @@ def plot_training(path, rows):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    it = [r["iteration"] for r in rows]
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.5))
     for a, key in zip(ax, ("loss", "energy_gap", "tv")):
-        a.plot(it, [r[key] for r in rows])
+        logged = [r for r in rows if r[key] is not None]
+        a.plot([r["iteration"] for r in logged], [r[key] for r in logged])
         a.set_xlabel("iteration")
         a.set_title(key)
     fig.tight_layout()
@@ -129,11 +129,11 @@ def main(argv=None):
         if it % args.print_every == 0 or it == args.n_iters:
             metrics, f_grid = evaluate(model, true_log_density, args)
             trained = loss is not None
-            row = {"iteration": it, **metrics, "loss": float(loss.detach()) if trained else math.nan,
-                   "energy_gap": float(f_p.mean() - f_q.mean()) if trained else math.nan}
+            row = {"iteration": it, **metrics, "loss": float(loss.detach()) if trained else None,
+                   "energy_gap": float(f_p.mean() - f_q.mean()) if trained else None}
             rows.append(row)
             logger.metrics(it, **row)
-            logger.log(f"it {it}: " + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "iteration"))
+            logger.log(f"it {it}: " + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "iteration" and v is not None))
         if it == args.n_iters:
             break
         x_p = sample_data(args.batch_size).float().to(device)
@@ -161,7 +161,7 @@ def main(argv=None):
     atomic_torch_save({"model_state_dict": model.state_dict(), "replay_buffer": buffer.samples.cpu(),
                        "args_json": json.dumps(vars(args))}, os.path.join(args.save_dir, "model.pt"))
     atomic_write_text(os.path.join(args.save_dir, "metrics.json"), json.dumps(final, indent=2))
-    logger.log("final: " + " ".join(f"{k}={v:.4f}" for k, v in final.items() if k != "iteration")
+    logger.log("final: " + " ".join(f"{k}={v:.4f}" for k, v in final.items() if k != "iteration" and v is not None)
                + f"; figures in {args.save_dir}")
     logger.close()
     return 0

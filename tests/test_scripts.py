@@ -1,5 +1,6 @@
 """Every launcher passes extra arguments through ("$@" last): run each for a few iterations on small data."""
 import csv
+import json
 import glob
 import os
 
@@ -69,3 +70,16 @@ def test_small_net_launchers_build_the_published_sizes(launcher, model, max_para
     ckpt = load_checkpoint(str(save / "last_ckpt.pt"))
     n_params = sum(v.numel() for v in ckpt["model_state_dict"].values())
     assert ckpt["args"]["model"] == model and ckpt["args"]["width"] == 1 and n_params < max_params
+
+
+@pytest.mark.parametrize("extra,terms", [(["--objective", "dcl", "--pyx", "1"], {"loss/pyx"}),
+                                         (["--pyx", "1", "--l2_coeff", "0"], {"loss/px", "loss/pyx"}),
+                                         (["--pyx", "1"], {"loss/px", "loss/pyx"}),
+                                         ([], {"loss/px"})])
+def test_lightning_study_combinations_are_flag_settings(extra, terms, tmp_path, fmnist_root, fmnist_centers):
+    """CrossEntropy / + Generation error / + Regularization / generative only, as in the README's recipe table."""
+    save = tmp_path / "run"
+    run_script("scripts/tutorial_mnist.sh", "--dataset", "fashionmnist", "--data_root", fmnist_root, "--center_dir",
+               fmnist_centers, *TINY, "--max_iters", "2", "--n_steps", "1", "--save_dir", save, *extra, check=True)
+    logged = set().union(*(json.loads(line).keys() for line in open(save / "metrics.jsonl")))
+    assert {k for k in logged if k.startswith("loss/") and k != "loss/total"} == terms
