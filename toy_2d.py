@@ -35,7 +35,7 @@ def build_parser():
     p.add_argument("--hidden", type=positive_int, default=128, help="width of the two hidden Swish layers")
     p.add_argument("--prior_std", type=positive_float, default=3.0,
                    help="std of the Gaussian factor exp(-|x|^2 / 2 std^2) that keeps the density normalisable")
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (betas 0, 0.999 as in the tutorial recipe)")
     p.add_argument("--l2_coeff", type=nonneg_float, default=0.1, help="energy regulariser weight")
     p.add_argument("--reg", default="sym", choices=["asym", "sym"], help="as in train_maebm.py")
     p.add_argument("--sampler", default="langevin_exact", choices=TOY_SAMPLERS, help="as in train_maebm.py")

@@ -7,13 +7,16 @@ Per iteration t, with samples x_t drawn under parameters theta_t:
   free energy dF by Jarzynski's equality from the per-sample (batch position) accumulated work,
   dF = -log mean_i exp(-W_i), computed stably with logsumexp; dissipation W - dF;
   information I = -Q - (W - dF).
-Jarzynski's equality holds for the work W_i, not for dE_i = W_i + Q_i: along a slow parameter path with
-equilibrated chains it recovers log Z(start) - log Z(end) (tests/test_thermo.py checks it against AIS).
+Jarzynski's equality holds for the work W_i, not for dE_i = W_i + Q_i: for chains that start in equilibrium
+and move by kernels that keep the current density invariant, it recovers log Z(start) - log Z(end), with a
+small variance when the parameter path is slow (tests/test_thermo.py checks it against AIS).
 Kept for the marginal energy E(x) and the joint energy E(x, y). Accumulators stay on the device.
 """
 import math
 
 import torch
+
+from utils.errors import UserError
 
 KINDS = ("marginal", "joint")
 COLUMNS = ["iteration"] + [f"{q}_{k}" for k in KINDS for q in ("W", "Q", "dE", "dF", "dissipation", "I")]
@@ -53,6 +56,9 @@ class ThermoRecorder:
         return {"W": self.W, "Q": self.Q, "W_i": self.W_i, "prev_E1": self.prev_E1, "history": self.history()}
 
     def load_state_dict(self, state):
+        if "W_i" not in state:
+            raise UserError("this checkpoint's --thermo state was written before dF used the per-sample work; "
+                            "start a new --thermo run")
         self.W, self.Q, self.W_i = state["W"].clone(), state["Q"].clone(), state["W_i"].clone()
         self.prev_E1 = None if state["prev_E1"] is None else state["prev_E1"].clone()
         self.rows = [r.to(self.W.device) for r in state["history"]]
