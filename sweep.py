@@ -112,8 +112,12 @@ def plot_summary(path, rows):
     panels = (("test accuracy", [num(r["test_acc"]) for r in rows]), ("FID (replay buffer)", [num(r["fid"]) for r in rows]),
               ("rollbacks (red: diverged or failed)", [num(r["rollbacks"]) for r in rows]))
     for ax, (title, values) in zip(axes, panels):
-        ax.barh(names, [0 if v != v else v for v in values], color=colours)
+        bars = ax.barh(names, [0 if v != v else v for v in values], color=colours)
+        ax.bar_label(bars, labels=["n/a" if v != v else f"{v:.3g}" for v in values], padding=3)
+        ax.set_xlim(0, 1.25 * max([v for v in values if v == v] + [1]))
         ax.set_title(title)
+    for y, r in enumerate(rows):  # the status word, so an all-zero stability panel still says something
+        axes[2].text(axes[2].get_xlim()[1] * 0.98, y, r["status"], ha="right", va="center")
     axes[0].invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
