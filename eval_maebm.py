@@ -548,6 +548,7 @@ def mode_diagnostics(ev, out):
     axes[1, 2].axis("off")
     for ax in (axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]):
         ax.set_xlabel("iteration")
+    fig.tight_layout()
     fig.savefig(os.path.join(out, "diagnostics.png"), dpi=120, bbox_inches="tight")
     plt.close(fig)
     best = int(np.argmax(np.abs(corr)))
