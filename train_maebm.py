@@ -403,12 +403,14 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         set_rng_state(ckpt["rng"][dist_info.rank])
         if thermo is not None and ckpt.get("thermo") is not None:
             thermo.load_state_dict(ckpt["thermo"])
+        # metrics.jsonl then holds one trajectory with increasing iterations, as the plots expect; the rows of
+        # an abandoned (diverged) stretch stay in log.txt
+        logger.truncate_metrics(state["iteration"])
 
     if args.resume is not None:
         restore(ckpt)
         for err in skipped:
             logger.log(f"skipped unreadable checkpoint: {err}")
-        logger.truncate_metrics(state["iteration"])
         logger.log(f"resumed from {ckpt_path} at iteration {state['iteration']} (epoch {state['epoch']})")
     else:
         if ckpt is not None:

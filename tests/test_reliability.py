@@ -1,6 +1,7 @@
 """Crash safety: corrupt checkpoints, divergence rollback, full disks, unreadable images."""
 import glob
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def test_divergence_rolls_back_with_smaller_lr_and_recovers(tmp_path, fmnist_roo
     ckpt = load_checkpoint(os.path.join(save, "last_ckpt.pt"))
     assert ckpt["iteration"] == 20 and ckpt["rollbacks"] >= 1 and ckpt["lr_scale"] <= 0.0002
     assert all(torch.isfinite(v).all() for v in ckpt["model_state_dict"].values() if v.is_floating_point())
+    steps = [json.loads(line)["iteration"] for line in open(os.path.join(save, "metrics.jsonl"))
+             if '"loss/total"' in line]
+    assert steps == list(range(20))  # the rolled-back stretch is not left in the metrics
 
 
 def test_divergence_gives_up_after_max_rollbacks(tmp_path, fmnist_root, fmnist_centers):
