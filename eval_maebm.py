@@ -268,6 +268,32 @@ def mode_gen(ev, out):
     return result
 
 
+def plot_tsne(points, classes, energies, n_classes):
+    """Two t-SNE panels (class, energy) with one colour scale per panel shared by all sets."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    markers = {"data": "o", "buffer": "^", "start": "x"}
+    class_cmap = "tab10" if n_classes <= 10 else "turbo"
+    e_all = torch.cat(list(energies.values()))
+    e_range = dict(vmin=e_all.min().item(), vmax=e_all.max().item())
+    for name, pts in points.items():
+        sc_class = axes[0].scatter(pts[:, 0], pts[:, 1], c=classes[name].numpy(), cmap=class_cmap, vmin=-0.5,
+                                   vmax=n_classes - 0.5, s=6, marker=markers[name])
+        sc = axes[1].scatter(pts[:, 0], pts[:, 1], c=energies[name].numpy(), cmap="viridis", **e_range, s=6,
+                             marker=markers[name])
+        for ax in axes:
+            ax.scatter([], [], c="gray", s=20, marker=markers[name], label=name)
+    axes[0].set_title("t-SNE of features, coloured by class (predicted for samples)")
+    axes[1].set_title("coloured by energy E(x)")
+    fig.colorbar(sc_class, ax=axes[0], ticks=range(n_classes) if n_classes <= 10 else None, label="class")
+    fig.colorbar(sc, ax=axes[1], label="E(x)")
+    for ax in axes:
+        ax.legend()
+    return fig
+
+
 def mode_tsne(ev, out):
     import matplotlib
     matplotlib.use("Agg")
@@ -286,16 +312,7 @@ def mode_tsne(ev, out):
     emb = TSNE(n_components=2, init="pca", random_state=ev.args.seed, perplexity=min(30, n - 1)).fit_transform(
         torch.cat(list(feats.values())).numpy())
     parts = np.split(emb, np.cumsum([len(v) for v in feats.values()])[:-1])
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
-    markers = {"data": "o", "buffer": "^", "start": "x"}
-    for (name, pts) in zip(feats, parts):
-        axes[0].scatter(pts[:, 0], pts[:, 1], c=classes[name].numpy(), cmap="tab10", s=6, marker=markers[name], label=name)
-        sc = axes[1].scatter(pts[:, 0], pts[:, 1], c=energies[name].numpy(), cmap="viridis", s=6, marker=markers[name], label=name)
-    axes[0].set_title("t-SNE of features, coloured by class (predicted for samples)")
-    axes[1].set_title("coloured by energy E(x)")
-    fig.colorbar(sc, ax=axes[1])
-    for ax in axes:
-        ax.legend(markerscale=3)
+    fig = plot_tsne(dict(zip(feats, parts)), classes, energies, ev.arch["n_classes"])
     fig.savefig(os.path.join(out, "tsne.png"), dpi=120, bbox_inches="tight")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 5))

@@ -105,3 +105,24 @@ def test_diagnostics_mode(trained, tmp_path):
     evaluate(trained[0], "diagnostics", out)
     r = json.load(open(os.path.join(out, "diagnostics.json")))
     assert r["n_rows"] == 30 and -1 <= r["peak_corr"] <= 1 and os.path.isfile(os.path.join(out, "diagnostics.png"))
+
+
+def test_tsne_panels_share_one_colour_scale_across_sets():
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from eval_maebm import plot_tsne
+    points = {k: np.random.default_rng(i).normal(size=(5, 2)) for i, k in enumerate(("data", "buffer", "start"))}
+    # the sets' own ranges differ: data holds only classes 0-1 and the lowest energies
+    classes = {"data": torch.tensor([0, 1, 0, 1, 0]), "buffer": torch.tensor([3, 4, 5, 6, 7]),
+               "start": torch.tensor([9, 9, 8, 2, 2])}
+    energies = {"data": torch.linspace(-3, -2, 5), "buffer": torch.linspace(0, 1, 5), "start": torch.linspace(4, 5, 5)}
+    fig = plot_tsne(points, classes, energies, n_classes=10)
+    class_ax, energy_ax = fig.axes[:2]
+    filled = [c for c in class_ax.collections if len(c.get_offsets())]
+    assert len(filled) == 3 and {(c.norm.vmin, c.norm.vmax) for c in filled} == {(-0.5, 9.5)}
+    filled = [c for c in energy_ax.collections if len(c.get_offsets())]
+    assert {(c.norm.vmin, c.norm.vmax) for c in filled} == {(-3.0, 5.0)}
+    assert [t.get_text() for t in class_ax.get_legend().get_texts()] == ["data", "buffer", "start"]
+    plt.close(fig)
