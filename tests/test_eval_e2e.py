@@ -2,9 +2,13 @@
 import json
 import os
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
+import torch
 
 from conftest import TINY, run_script
+from eval_maebm import plot_tsne
 from utils.fid import _fid_helper_path
 
 
@@ -108,11 +112,6 @@ def test_diagnostics_mode(trained, tmp_path):
 
 
 def test_tsne_panels_share_one_colour_scale_across_sets():
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import torch
-
-    from eval_maebm import plot_tsne
     points = {k: np.random.default_rng(i).normal(size=(5, 2)) for i, k in enumerate(("data", "buffer", "start"))}
     # the sets' own ranges differ: data holds only classes 0-1 and the lowest energies
     classes = {"data": torch.tensor([0, 1, 0, 1, 0]), "buffer": torch.tensor([3, 4, 5, 6, 7]),
