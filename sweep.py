@@ -19,6 +19,7 @@ import time
 from train_maebm import build_parser as train_parser
 from utils.checkpoint import atomic_write_text, load_checkpoint
 from utils.errors import ArgumentParser, UserError, positive_float, positive_int, run_cli
+from utils.run_dir import read_metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLUMNS = ["setting", "n_steps", "sgld_lr", "lr", "spectral_norm", "status", "rollbacks", "iterations", "test_acc",
@@ -64,7 +65,7 @@ def run_setting(setting, train_args, args):
     tail = open(run + ".log").read().strip().splitlines()[-1:] or [""]
     row["status"] = "ok" if rc == 0 else ("diverged" if "diverged" in tail[0] else "failed")
     metrics = os.path.join(run, "metrics.jsonl")
-    rows = [json.loads(line) for line in open(metrics)] if os.path.exists(metrics) else []
+    rows = read_metrics(metrics)
     row["final_loss"] = last_value(rows, "loss/total")
     row["energy_gap"] = last_value(rows, "diag/energy_gap")
     if os.path.exists(os.path.join(run, "last_ckpt.pt")):

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from types import SimpleNamespace
 
 import torch
@@ -15,25 +16,25 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from models import MODELS, NORMS, build_model
+from models import MODELS, NORMS, build_model, load_weights
 from models.norms import ActNorm
 from utils.buffer import ReplayBuffer, uniform_start
 from utils.chain_diag import chain_summary, long_run_chains, plot_chain_trace
+from utils.chain_starts import make_start_fn
 from utils.checkpoint import (CheckpointDir, atomic_torch_save, atomic_write_text, load_checkpoint, rng_state,
                               set_rng_state)
-from utils.data import (DATASETS, dataset_info, dataset_labels, image_transform, labelled_subset, load_dataset,
+from utils.data import (DATASETS, UNLABELLED, dataset_info, dataset_labels, image_transform, labelled_subset, load_dataset,
                         make_loader, split_train_valid)
 from utils.distributed import (any_rank, broadcast_object, gather_cat, gather_objects, init_distributed,
                                max_parameter_difference, on_main, shutdown)
 from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int,
                           probability, run_cli)
-from utils.gaussian import load_gaussian_start
 from utils.run_dir import RunLogger, prepare_run_dir, save_grid
 from utils.samplers import SAMPLERS, run_sampler
-from utils.sgld import sgld_sample
 from utils.thermo import ThermoRecorder
 from utils.thermo import energies as thermo_energies
 from utils.thermo import to_csv as thermo_csv
+from utils.upstream import adopt_upstream_checkpoint
 from utils.training import (CONDITIONAL_OBJECTIVES, OBJECTIVES, JointLoss, ResumableStream, evaluate_classifier,
                             input_grad_norm, lr_at)
 
@@ -64,11 +65,12 @@ def build_parser():
     g.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd")
     g.add_argument("--batch_size", type=positive_int, default=64, help="p(x) batch: data and SGLD chains")
     g.add_argument("--pyx_batch_size", type=positive_int, default=128,
-                   help="labelled batch for p(y|x) (random crop + flip); it sets the epoch length when --pyx > 0")
+                   help="labelled batch for p(y|x) (random crop + flip); an epoch is one pass over it, "
+                        "also when --pyx is 0 (as upstream)")
     g.add_argument("--n_epochs", type=positive_int, default=200)
     g.add_argument("--max_iters", type=nonneg_int, default=0, help="stop after this many iterations in all (0: no limit)")
-    g.add_argument("--warmup_iters", type=int, default=1000,
-                   help="iterations of linear learning-rate warm-up (-1 or 0: none)")
+    g.add_argument("--warmup_iters", type=int, default=-1,
+                   help="iterations of linear learning-rate warm-up (-1 or 0: none, upstream's default)")
     g.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
     g.add_argument("--clip_grad", type=nonneg_float, default=0.0, help="clip the parameter-gradient norm to this (0: off)")
 
@@ -124,7 +126,9 @@ def build_parser():
                    help="sample chains from p(x|y) with y uniform (class blocks in the buffer)")
 
     g = p.add_argument_group("run directory, logging, checkpoints")
-    g.add_argument("--save_dir", default="./experiment", help="run directory (refused if it holds a run)")
+    g.add_argument("--save_dir", default=None,
+                   help="run directory, refused if it holds a run (default: a new ./experiment/<dataset>_<date>_<time>_<pid> "
+                        "for each run, as upstream makes a new directory per run)")
     g.add_argument("--overwrite", action="store_true", help="write into an existing run directory")
     g.add_argument("--resume", default=None, help="RUN_DIR or 'auto' (= --save_dir): continue from its newest checkpoint")
     g.add_argument("--load_path", default=None, help="start from this checkpoint's model (and buffer)")
@@ -155,9 +159,10 @@ def build_parser():
     g.add_argument("--seed", type=int, default=1)
 
     g = p.add_argument_group("speed")
-    g.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
-                   help="bf16 autocast for forward passes and SGLD (auto: on with CUDA)")
-    g.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"],
+    g.add_argument("--amp", default="off", choices=["auto", "on", "off"],
+                   help="bf16 autocast for forward passes and SGLD (off: fp32 as published; auto: on with CUDA; "
+                        "not yet shown on a GPU to keep the published accuracy and FID)")
+    g.add_argument("--channels_last", default="off", choices=["auto", "on", "off"],
                    help="channels_last memory format (auto: on with CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the energy model")
     g.add_argument("--sync_bn", action="store_true",
@@ -166,7 +171,7 @@ def build_parser():
     g.add_argument("--gpu-id", default="0", help="CUDA device index")
     g.add_argument("--exp_name", default="MAEBM", help="free text stored with the run")
     g.add_argument("--note", default="", help="free text stored with the run")
-    for name in ("--no_fid", "--print_to_log", "--debug"):
+    for name in ("--no_fid", "--no_wandb", "--print_to_log", "--debug"):
         g.add_argument(name, action="store_true", help=NOOP + ("; use eval_maebm.py --eval fid" if name == "--no_fid" else ""))
     for name, default in (("--dir_path", "./experiment"), ("--log_dir", "./runs"), ("--log_arg", "")):
         g.add_argument(name, default=default, help=NOOP + "; the run directory is --save_dir")
@@ -240,10 +245,17 @@ class StopRequest:
 
 
 def load_data(args, device, dist_info):
-    """Train (un-augmented for p(x), augmented for p(y|x)), validation and test loaders."""
+    """Train (un-augmented for p(x), augmented for p(y|x)), validation and test loaders; a dataset without labels
+    (CelebA) has p(x) batches only."""
+    unlabelled = args.dataset in UNLABELLED
+    if unlabelled and (args.pyx > 0 or args.objective != "maebm" or args.n_valid):
+        raise UserError(f"--dataset {args.dataset} has no labels: train it on p(x) alone (--pyx 0, --objective maebm, "
+                        "--n_valid 0), as upstream's train_maebm_celeba.py does")
     train_plain = load_dataset(args.dataset, args.data_root, True, image_transform(args.dataset, False), args.download)
-    train_aug = load_dataset(args.dataset, args.data_root, True, image_transform(args.dataset, True), args.download)
-    test_set = load_dataset(args.dataset, args.data_root, False, image_transform(args.dataset, False), args.download)
+    train_aug = None if unlabelled else \
+        load_dataset(args.dataset, args.data_root, True, image_transform(args.dataset, True), args.download)
+    test_set = None if unlabelled else \
+        load_dataset(args.dataset, args.data_root, False, image_transform(args.dataset, False), args.download)
     labels = dataset_labels(train_plain)
     n_classes = DATASETS[args.dataset][2] or int(labels.max()) + 1
     if args.n_valid:
@@ -254,13 +266,13 @@ def load_data(args, device, dist_info):
     workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     eval_loader = lambda ds: make_loader(ds, 256, args.seed, workers, shuffle=False, drop_last=False)
     return SimpleNamespace(
-        n_classes=n_classes, n_train=len(train_idx), n_valid=len(valid_idx), n_test=len(test_set),
+        n_classes=n_classes, n_train=len(train_idx), n_valid=len(valid_idx), n_test=len(test_set or ()),
         px=make_loader(Subset(train_plain, train_idx.tolist()), args.batch_size, args.seed, workers,
                        rank=dist_info.rank, world=dist_info.world),
-        labelled=make_loader(Subset(train_aug, labelled_idx.tolist()), args.pyx_batch_size, args.seed + 1, workers,
-                             rank=dist_info.rank, world=dist_info.world),
+        labelled=None if unlabelled else make_loader(Subset(train_aug, labelled_idx.tolist()), args.pyx_batch_size,
+                                                     args.seed + 1, workers, rank=dist_info.rank, world=dist_info.world),
         valid=eval_loader(Subset(train_plain, valid_idx.tolist())) if args.n_valid else None,
-        test=eval_loader(test_set))
+        test=None if unlabelled else eval_loader(test_set))
 
 
 def make_optimizer(args, model):
@@ -270,25 +282,16 @@ def make_optimizer(args, model):
     return torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
 
 
-def make_start_fn(args, image_shape, device, data):
-    """Fresh chain starts: start_fn(n, y=None) -> n images in [-1,1]."""
-    if args.init == "u":
-        return lambda n, y=None: uniform_start(n, image_shape, device)
-    if args.init == "n":
-        return lambda n, y=None: torch.randn(n, *image_shape, device=device).clamp(-1, 1)
-    if args.init == "data":
-        ds = data.px.dataset
-        pool = torch.stack([ds[i][0] for i in range(min(len(ds), args.buffer_size))]).to(device)
-        return lambda n, y=None: (pool[torch.randint(0, len(pool), (n,), device=device)]
-                                  + args.init_noise * torch.randn(n, *image_shape, device=device)).clamp(-1, 1)
-    gauss = load_gaussian_start(args.center_dir, args.dataset, image_shape, args.init == "gm_class", device)
-    return gauss.sample
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, parser=None):
+    args = (parser or build_parser()).parse_args(argv)
     if args.resume == "auto":
+        if args.save_dir is None:
+            raise UserError("--resume auto continues the run in --save_dir; name that directory")
         args.resume = args.save_dir
+    if args.resume is None and args.save_dir is None:
+        args.save_dir = os.path.join("experiment", f"{args.dataset}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}")
+    # stored in the checkpoint: evaluation from another directory must find the same data and Gaussian
+    args.data_root, args.center_dir = os.path.abspath(args.data_root), os.path.abspath(args.center_dir)
     if args.resume is not None:
         args.save_dir = args.resume
     in_channels, image_size, _ = dataset_info(args.dataset)
@@ -314,7 +317,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     if sampling and args.buffer_size % dist_info.world:
         raise UserError(f"--buffer_size: {args.buffer_size} is not divisible by the {dist_info.world} processes")
     shard = args.buffer_size // dist_info.world  # each rank keeps its own part of the replay buffer
-    start_fn = make_start_fn(args, image_shape, device, data)
+    start_fn = make_start_fn(args, image_shape, device, lambda: data.px.dataset)
     arch = architecture(args, in_channels, image_size, n_classes)
     # Read any checkpoint before touching the run directory, so a bad one changes nothing.
     if args.resume is not None:
@@ -325,13 +328,19 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         except UserError as e:
             raise UserError(f"--resume: {e}") from None
     elif args.load_path:
-        ckpt, ckpt_path, skipped = load_checkpoint(args.load_path), args.load_path, []
+        ckpt, ckpt_path, skipped = load_checkpoint(args.load_path, allow_upstream=True), args.load_path, []
+        if ckpt.get("upstream"):
+            ckpt = adopt_upstream_checkpoint(ckpt, arch, ckpt_path)
     else:
         ckpt = ckpt_path = None
     if ckpt is not None:
         check_same_architecture(ckpt, arch, ckpt_path)
-    on_main(lambda: prepare_run_dir(args.save_dir, args.overwrite, args.resume is not None), dist_info)
+    run_dir = {}  # rank 0's lock is held for the whole run
+    on_main(lambda: run_dir.update(zip(("lock", "archive"), prepare_run_dir(args.save_dir, args.overwrite,
+                                                                            args.resume is not None))), dist_info)
     logger = RunLogger(args.save_dir, enabled=dist_info.is_main)
+    if run_dir.get("archive"):
+        logger.log(f"--overwrite: the previous run's files were moved to {run_dir['archive']}")
     on_main(lambda: logger.record_command(args), dist_info)
 
     model = build_model(args.model, n_classes, in_channels, args.depth, args.width, args.norm, args.dropout_rate,
@@ -360,7 +369,9 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         with torch.no_grad():  # ActNorm initialises from its first batch: make that real data
             first = torch.stack([data.px.dataset[i][0] for i in range(min(64, len(data.px.dataset)))])
             model(to_memory_format(first.to(device)))
-    iters_per_epoch = len(data.labelled if classifying else data.px)
+    # Upstream's epoch is one pass over the 128-image labelled loader whatever --pyx is (p(x) batches cycle
+    # beside it); only its label-free CelebA script iterates the p(x) loader.
+    iters_per_epoch = len(data.px if data.labelled is None else data.labelled)
     total_iters = args.n_epochs * iters_per_epoch
     if args.max_iters:
         total_iters = min(total_iters, args.max_iters)
@@ -414,7 +425,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         logger.log(f"resumed from {ckpt_path} at iteration {state['iteration']} (epoch {state['epoch']})")
     else:
         if ckpt is not None:
-            model.load_state_dict(ckpt["model_state_dict"])
+            load_weights(model, ckpt["model_state_dict"], ckpt_path)
             saved = ckpt.get("replay_buffer")
             if buffer is not None and saved is not None and len(saved) == args.buffer_size:
                 buffer.samples = saved[dist_info.rank * shard:(dist_info.rank + 1) * shard].to(device)
@@ -586,10 +597,12 @@ def evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, star
     results = {}
     if data.valid is not None:
         results["valid/loss"], results["valid/acc"], results["valid/f"] = evaluate_classifier(model, data.valid, device)
-    results["test/loss"], results["test/acc"], results["test/f"] = evaluate_classifier(model, data.test, device)
+    if data.test is not None:
+        results["test/loss"], results["test/acc"], results["test/f"] = evaluate_classifier(model, data.test, device)
     results = broadcast_object(results, dist_info)
-    logger.metrics(state["iteration"], epoch=epoch, **results)
-    logger.log(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    if results:
+        logger.metrics(state["iteration"], epoch=epoch, **results)
+        logger.log(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
     if data.valid is not None and (args.pyx > 0 or args.objective == "dcl") and \
             results["valid/acc"] > state["best_valid_acc"]:
         state["best_valid_acc"] = results["valid/acc"]
@@ -602,7 +615,8 @@ def evaluate_epoch(args, model, buffer, epoch, state, data, device, logger, star
         # eval mode so that drawing these grids leaves the BatchNorm statistics of training untouched
         model.eval()
         y = torch.arange(data.n_classes, device=device).repeat_interleave(10)
-        x = sgld_sample(model, start_fn(len(y), y), args.n_steps * 10, args.sgld_lr, args.sgld_std, y=y)
+        x, _ = run_sampler(args.sampler, model, start_fn(len(y), y), args.n_steps * 10, args.sgld_lr, args.sgld_std,
+                           y=y, n_leapfrog=args.n_leapfrog)
         model.train()
         save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
 

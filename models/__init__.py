@@ -2,6 +2,8 @@
 import torch
 import torch.nn as nn
 
+from utils.errors import UserError
+
 from models.energy import EnergyModel
 from models.energy_nets import MLP, Conv5, TutorialCNN
 from models.norms import NORMS
@@ -18,7 +20,7 @@ def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch",
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     if model == "wrn":
-        backbone = WideResNet(depth, width, in_channels, norm, dropout_rate)
+        backbone = WideResNet(depth, width, in_channels, norm, dropout_rate, image_size=image_size)
     elif model == "cnn":
         backbone = SmallCNN(in_channels, base=16 * width, norm=norm, image_size=image_size)
     elif model == "tutorial_cnn":
@@ -35,3 +37,12 @@ def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch",
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 torch.nn.utils.parametrizations.spectral_norm(module)
     return net
+
+
+def load_weights(model, state_dict, path):
+    """load_state_dict with a mismatch reported as one line naming the checkpoint."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise UserError(f"checkpoint {path} does not fit the model: {' '.join(lines[:2])}") from None

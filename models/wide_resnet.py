@@ -27,18 +27,23 @@ class WideBasic(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """WRN-depth-width over any channel count and image size; returns pooled features."""
+    """WRN-depth-width over any channel count and image size; returns pooled features. Images of 64 pixels
+    and more get upstream's fourth stage (128 x width channels, stride 2)."""
 
-    def __init__(self, depth=28, widen_factor=10, in_channels=3, norm="batch", dropout_rate=0.0, leak=0.2):
+    def __init__(self, depth=28, widen_factor=10, in_channels=3, norm="batch", dropout_rate=0.0, leak=0.2,
+                 image_size=32):
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"Wide-ResNet depth must be 6n+4 (10, 16, 22, 28, ...), got {depth}")
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        strides = (1, 2, 2)
+        if image_size >= 64:
+            widths, strides = widths + [int(128 * widen_factor)], strides + (2,)
         self.leak = leak
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=True)
         layers, in_planes = [], widths[0]
-        for i, stride in enumerate((1, 2, 2)):
+        for i, stride in enumerate(strides):
             for j in range(n):
                 layers.append(WideBasic(in_planes, widths[i + 1], dropout_rate, stride if j == 0 else 1, norm, leak))
                 in_planes = widths[i + 1]

@@ -1,23 +1,20 @@
 #!/usr/bin/env bash
-# M-EBM on CelebA 128x128 (ImageFolder layout: DATA_ROOT/celeba128/train/<any folder>/<images>),
-# the CIFAR-10 M-EBM recipe at 128x128; the Gaussian is fitted at 32x32 and upsampled.
+# M-EBM on CelebA 128x128, the published recipe (upstream scripts/maebm_celeba.sh, run by its
+# train_maebm_celeba.py): p(x) only, K=10, no l2, lr 0.02, WRN-28-2 with the fourth stage for 128 pixels,
+# logsumexp energy of a 10-way head, decay at epochs 80/120/160.
+# Images in DATA_ROOT/train/<any folder>/<images> (upstream's layout; no test split is needed).
 # Needs celeba128_mean_one.pt / celeba128_cov_one.pt: python one_center.py --dataset celeba128 --data_root DATA_ROOT
-# Extra arguments are passed on last, so they override these.
+# (fitted at 32x32, upsampled 4x4 per pixel as upstream). Extra arguments are passed on last, so they override these.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train_maebm.py --dataset celeba128 \
-  --lr .1 --optimizer sgd \
-  --px 1.0 --pyx 0.0 \
-  --sigma .0 --width 10 --depth 28 \
-  --plot_uncond --warmup_iters 1000 \
-  --model wrn \
-  --norm batch \
-  --print_every 100 \
-  --n_epochs 200 --decay_epochs 60 120 180 \
-  --n_steps 2 \
-  --sgld_lr 1 \
-  --sgld_std 0.0 \
-  --l2_coeff 0.1 \
-  --uncond \
+exec "${PYTHON:-python}" train_maebm_celeba.py --dataset celeba128 \
+  --lr .02 --optimizer sgd \
+  --px 1.0 \
+  --width 2 --depth 28 \
+  --warmup_iters 1000 \
+  --model wrn --norm batch \
+  --print_every 100 --n_epochs 200 --decay_epochs 80 120 160 \
+  --n_steps 10 --sgld_lr 1 --sigma .0 \
+  --l2_coeff 0. --batch_size 64 \
   --save_dir ./experiment/maebm_celeba128 \
   "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# M-JEM on CIFAR-10, the published recipe: p(x) + p(y|x), K=5 SGLD steps, l2 0.5, SGLD noise 0.001, WRN-28-10.
+# M-JEM on CIFAR-10, the published recipe (upstream scripts/majem_cifar10.sh): p(x) + p(y|x), K=5 SGLD steps,
+# l2 0.5, SGLD noise 0.001, separate energy head (--uncond), WRN-28-10.
 # Needs cifar10_mean_one.pt / cifar10_cov_one.pt: python one_center.py --dataset cifar10 --data_root ./data
 # Extra arguments are passed on last, so they override these.
 set -euo pipefail
@@ -17,5 +18,6 @@ exec "${PYTHON:-python}" train_maebm.py --dataset cifar10 \
   --sgld_lr 1 \
   --sgld_std 0.001 \
   --l2_coeff 0.5 \
+  --uncond \
   --save_dir ./experiment/majem_cifar10 \
   "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# majem recipe on fashionmnist (offline data) with a WRN-16-4 sized for 28x28 images and a 50-epoch schedule:
+# M-JEM recipe (separate energy head, --uncond) on fashionmnist (offline data) with a WRN-16-4 sized for 28x28 images and a 50-epoch schedule:
 # pyx 1.0, K=5 SGLD steps, SGLD noise 0.001, l2 0.5. Meant for a GPU; extra arguments are passed last.
 # Needs fashionmnist_mean_one.pt / fashionmnist_cov_one.pt: python one_center.py --dataset fashionmnist
 set -euo pipefail
@@ -17,6 +17,7 @@ exec "${PYTHON:-python}" train_maebm.py --dataset fashionmnist \
   --sgld_lr 1 \
   --sgld_std 0.001 \
   --l2_coeff 0.5 \
+  --uncond \
   --n_valid 5000 \
   --save_dir ./experiment/majem_fashionmnist \
   "$@"

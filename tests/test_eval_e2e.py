@@ -27,13 +27,13 @@ def evaluate(ckpt, mode, out, *extra, check=True):
     return run_script("eval_maebm.py", "--load_path", ckpt, "--eval", mode, "--save_dir", out, *extra, check=check)
 
 
-FAST = ["--n_points", "64", "--n_sample_steps", "4", "--batch_size", "50"]
+FAST = ["--n_points", "64", "--n_sample_steps", "4", "--batch_size", "50", "--n_steps", "1", "--buffer_size", "50"]
 
 
 @pytest.mark.parametrize("mode,files", [
     ("test_clf", []), ("cali", ["reliability.png"]), ("tsne", ["tsne.png", "energy_violin.png"]),
     ("OOD", []), ("logp_hist", ["logp_hist.png"]), ("uncond_samples", ["uncond_samples.png"]),
-    ("cond_samples", ["cond_samples.png"]), ("quality", ["class_0_top_bottom.png"]),
+    ("cond_samples", ["samples_0.png"]), ("quality", ["class_0_top_bottom.png"]), ("best_samples", []),
 ])
 def test_modes_write_results(mode, files, trained, tmp_path):
     out = str(tmp_path / mode)
@@ -56,7 +56,8 @@ def test_modes_write_results(mode, files, trained, tmp_path):
 def test_gen_writes_samples_chains_and_npz(trained, tmp_path):
     import numpy as np
     out = str(tmp_path / "gen")
-    evaluate(trained[0], "gen", out, "--n_samples", "30", "--n_sample_steps", "6", "--snapshot_every", "2", "--no_fid")
+    evaluate(trained[0], "gen", out, "--n_samples", "30", "--n_sample_steps", "6", "--snapshot_every", "2", "--no_fid",
+             "--variant", "project")
     z = np.load(os.path.join(out, "gen_samples.npz"))
     assert z["samples"].shape == (30, 1, 28, 28) and z["chain_snapshots"].shape == (10, 4, 1, 28, 28)
     assert z["samples"].min() >= -1 and z["samples"].max() <= 1
@@ -78,7 +79,7 @@ def test_fid_of_buffer_with_cached_reference(trained, tmp_path):
 
 @pytest.mark.parametrize("name,ckpt_index,extra,expected", [
     ("missing checkpoint", None, ["--eval", "test_clf"], "not found"),
-    ("other dataset", 0, ["--eval", "test_clf", "--dataset", "mnist"], "does not match"),
+    ("other dataset", 0, ["--eval", "test_clf", "--dataset", "cifar10"], "does not match"),
     ("labels on unconditional model", 1, ["--eval", "cali"], "without labels"),
     ("unknown mode", 0, ["--eval", "bogus"], "--eval"),
 ])

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+import torch
 
+from utils.fid import inception_score
 from utils.metrics import auroc, expected_calibration_error
 
 
@@ -34,3 +36,27 @@ def test_cross_correlation_finds_the_lag():
     lags, corr = cross_correlation(a, b, 10)
     assert lags[np.argmax(corr)] == 3 and corr.max() > 0.95
     assert abs(corr[lags == 0][0]) < 0.2
+
+
+def one_hot_logits(labels, n_classes=10, scale=30.0):
+    logits = torch.full((len(labels), n_classes), -scale, dtype=torch.float64)
+    logits[torch.arange(len(labels)), labels] = scale
+    return logits
+
+
+def test_inception_score_closed_forms_and_order():
+    assert inception_score(torch.zeros(1000, 1008))[0] == pytest.approx(1.0)
+    # 7 classes used equally, arriving grouped class by class as the buffer selection returns them:
+    # unshuffled splits would each hold one class and score 1; shuffled, each split scores about 7
+    grouped = one_hot_logits(torch.arange(70000) // 10000)
+    assert inception_score(grouped)[0] == pytest.approx(7.0, rel=0.002)
+    assert inception_score(grouped[torch.randperm(70000)])[0] == pytest.approx(7.0, rel=0.002)
+
+
+def test_inception_logits_leave_out_the_fc_bias():
+    from utils.fid import InceptionFeatures, fid_inception_structure
+    state = fid_inception_structure().state_dict()
+    state["fc.bias"] = torch.full_like(state["fc.bias"], 5.0)
+    net = InceptionFeatures(state, has_logits=True)
+    pool, logits = net(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert torch.allclose(logits, pool @ state["fc.weight"].T, atol=1e-4)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
+from utils.upstream import is_upstream_checkpoint
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -52,8 +53,9 @@ def atomic_torch_save(obj, path):
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Load a checkpoint with weights_only=True; a missing, truncated or unsafe file is a UserError."""
+def load_checkpoint(path, map_location="cpu", allow_upstream=False):
+    """Load a checkpoint with weights_only=True; a missing, truncated or unsafe file is a UserError.
+    With `allow_upstream`, a checkpoint of the upstream M-EBM code loads too, marked ckpt["upstream"]."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} not found")
     try:
@@ -61,14 +63,20 @@ def load_checkpoint(path, map_location="cpu"):
     except Exception as e:
         raise UserError(f"checkpoint {path} is corrupt, truncated or not a checkpoint of this tool "
                         f"({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt or "args_json" not in ckpt:
+    upstream = allow_upstream and is_upstream_checkpoint(ckpt)
+    if not upstream and (not isinstance(ckpt, dict) or "model_state_dict" not in ckpt or "args_json" not in ckpt):
         raise UserError(f"checkpoint {path} is not a checkpoint of this tool (no model_state_dict/args)")
     buffer = ckpt.get("replay_buffer")
+    if not isinstance(buffer, torch.Tensor) or buffer.numel() == 0:  # upstream stores [] without a buffer
+        buffer = ckpt["replay_buffer"] = None
     if buffer is not None and not torch.isfinite(buffer).all():
         raise UserError(f"checkpoint {path} holds NaN or inf in its replay buffer")
     if any(torch.is_floating_point(v) and not torch.isfinite(v).all() for v in ckpt["model_state_dict"].values()):
         raise UserError(f"checkpoint {path} holds NaN or inf in its model weights")
-    ckpt["args"] = json.loads(ckpt["args_json"])
+    if upstream:
+        ckpt["upstream"] = True
+    else:
+        ckpt["args"] = json.loads(ckpt["args_json"])
     return ckpt
 
 

@@ -24,12 +24,15 @@ DATASETS = {
     "cifar10": (3, 32, 10, True),
     "cifar100": (3, 32, 100, True),
     "svhn": (3, 32, 10, False),
-    "celeba": (3, 64, None, True),
-    "celeba128": (3, 128, None, True),
+    "celeba": (3, 64, 10, True),
+    "celeba128": (3, 128, 10, True),
     "tinyimagenet": (3, 64, None, True),
     "img32": (3, 32, None, True),
 }
 IMAGE_FOLDERS = ("celeba", "celeba128", "tinyimagenet", "img32")
+# Trained on p(x) alone, as upstream's train_maebm_celeba.py: folder names are no labels, there is no test split,
+# and the classifier head keeps upstream's 10 outputs.
+UNLABELLED = ("celeba", "celeba128")
 
 
 def dataset_info(name):

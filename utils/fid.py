@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from utils.checkpoint import atomic_torch_save
 from utils.errors import UserError
@@ -129,7 +130,8 @@ class InceptionFeatures(nn.Module):
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("fc.") for k in missing):
             raise UserError("Inception weights do not match pytorch-fid's FID network")
-        self.net = net.eval()
+        # channels_last gives the same features (FID to 1e-6) about 1.6x faster on a CPU
+        self.net = net.eval().to(memory_format=torch.channels_last)
         self.has_logits = has_logits
 
     @torch.no_grad()
@@ -138,14 +140,15 @@ class InceptionFeatures(nn.Module):
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = 2 * x - 1
+        x = (2 * x - 1).contiguous(memory_format=torch.channels_last)
         n = self.net
         for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1, n.Conv2d_3b_1x1,
                       n.Conv2d_4a_3x3, n.maxpool2, n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b,
                       n.Mixed_6c, n.Mixed_6d, n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
             x = layer(x)
         pool = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        logits = n.fc(pool) if self.has_logits else None
+        # torch-fidelity's "logits_unbiased": the Inception Score is defined on the fc output without its bias
+        logits = F.linear(pool, n.fc.weight) if self.has_logits else None
         return pool, logits
 
 
@@ -154,11 +157,14 @@ def load_inception(weights=None, device="cpu", cache_dir=None):
     return InceptionFeatures(state, has_logits).to(device), source
 
 
-def extract(inception, images, batch_size=100, device="cpu"):
-    """(features float64 N x 2048, logits or None) for a tensor of images in [-1,1]."""
+def extract(inception, images, batch_size=100, device="cpu", desc="Inception features"):
+    """(features float64 N x 2048, logits or None) for a tensor of images in [-1,1], or for the (images, labels)
+    batches of a DataLoader, which are read one batch at a time."""
+    batches = images if isinstance(images, torch.utils.data.DataLoader) else \
+        [(images[i:i + batch_size],) for i in range(0, len(images), batch_size)]
     feats, logits = [], []
-    for i in range(0, len(images), batch_size):
-        f, l = inception(images[i:i + batch_size].to(device))
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+        f, l = inception(batch[0].to(device))
         feats.append(f.double().cpu())
         if l is not None:
             logits.append(l.double().cpu())
@@ -193,11 +199,8 @@ def kernel_inception_distance(feat_a, feat_b, n_subsets=100, subset_size=1000, s
 
 
 def inception_score(logits, splits=10):
-    """IS (mean, std over splits) from the 1008-way Inception logits."""
-    p = torch.softmax(logits, dim=1)
-    scores = []
-    for part in torch.chunk(p, splits):
-        py = part.mean(0, keepdim=True)
-        kl = (part * (torch.log(part + 1e-12) - torch.log(py + 1e-12))).sum(1).mean()
-        scores.append(torch.exp(kl).item())
-    return float(np.mean(scores)), float(np.std(scores))
+    """IS (mean, std over splits) from the 1008-way unbiased Inception logits, by torch-fidelity's own routine
+    (which shuffles first, so images that arrive grouped by class do not make each split one class)."""
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+    out = isc_features_to_metric(torch.as_tensor(logits), splits=splits, shuffle=True, rng_seed=2020)
+    return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]

@@ -1,4 +1,5 @@
 """Run directories: refuse to clobber, record the command, log text, metrics and TensorBoard."""
+import fcntl
 import json
 import math
 import os
@@ -9,14 +10,51 @@ from utils.checkpoint import atomic_write_text
 from utils.errors import UserError
 
 
+class RunLock:
+    """This process's exclusive hold on a run directory for its whole life. An flock: the kernel releases it on
+    any exit, a crash or SIGKILL included, so a lock left behind is never stale."""
+
+    def __init__(self, save_dir):
+        self.fh = open(os.path.join(save_dir, ".lock"), "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "unknown"
+            self.fh.close()
+            raise UserError(f"--save_dir: {save_dir} is being written by process {holder}; a run directory has one "
+                            "writer (wait for it to finish or stop it)") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"{os.getpid()}\n")
+        self.fh.flush()
+
+
+def _run_files(save_dir):
+    return [n for n in os.listdir(save_dir) if n != ".lock" and not n.startswith("overwritten_")]
+
+
 def prepare_run_dir(save_dir, overwrite=False, resume=False):
-    """Create `save_dir` (and samples/); an existing non-empty one needs --resume or --overwrite."""
+    """Create and lock `save_dir` (and samples/); an existing run needs --resume or --overwrite. --overwrite moves
+    the old run's files into save_dir/overwritten_<date>_<time>/ first, so nothing of it is read, kept beside
+    the new run or deleted. Returns (the RunLock to hold, the archive folder or None)."""
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
         raise UserError(f"--save_dir: {save_dir} exists and is not a directory")
-    if os.path.isdir(save_dir) and os.listdir(save_dir) and not (overwrite or resume):
+    old = os.path.isdir(save_dir) and bool(_run_files(save_dir))
+    if old and not (overwrite or resume):
         raise UserError(f"--save_dir: {save_dir} already holds a run; pass --resume {save_dir} to continue it "
                         "or --overwrite to write into it")
     try:
+        os.makedirs(save_dir, exist_ok=True)
+        lock = RunLock(save_dir)
+        archive = None
+        if old and overwrite and not resume:
+            stamp, n = time.strftime("%Y%m%d_%H%M%S"), 0
+            while os.path.exists(archive := os.path.join(save_dir, f"overwritten_{stamp}" + (f"_{n}" if n else ""))):
+                n += 1
+            os.makedirs(archive)
+            for name in _run_files(save_dir):
+                os.rename(os.path.join(save_dir, name), os.path.join(archive, name))
         os.makedirs(os.path.join(save_dir, "samples"), exist_ok=True)
         probe = os.path.join(save_dir, ".write_test")
         with open(probe, "w") as fh:
@@ -24,6 +62,22 @@ def prepare_run_dir(save_dir, overwrite=False, resume=False):
         os.unlink(probe)
     except OSError as e:
         raise UserError(f"--save_dir: cannot write to {save_dir} ({e.strerror})") from None
+    return lock, archive
+
+
+def read_metrics(path):
+    """The rows of a metrics.jsonl; a torn last line (a run killed while writing it) is left out."""
+    if not os.path.exists(path):
+        return []
+    lines = open(path).read().splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise UserError(f"{path} line {i + 1} is not JSON; the file is damaged") from None
+    return rows
 
 
 class RunLogger:
@@ -74,14 +128,10 @@ class RunLogger:
         if not self.enabled or not os.path.exists(path):
             return
         kept = []
-        for line in open(path):
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
+        for row in read_metrics(path):
             is_eval = any(k.startswith("test/") for k in row)
             if row.get("iteration", 0) < iteration or (is_eval and row["iteration"] <= iteration):
-                kept.append(line if line.endswith("\n") else line + "\n")
+                kept.append(json.dumps(row) + "\n")
         atomic_write_text(path, "".join(kept))
 
     def close(self):

@@ -92,7 +92,7 @@ class ResumableStream:
 
     def __init__(self, loader, epoch=0, batch=0):
         self.loader = loader
-        self.batches_per_epoch = len(loader)
+        self.batches_per_epoch = len(loader) if loader is not None else 0  # None: a dataset without labels
         self.epoch, self.batch = epoch, batch
         self._it = None
 

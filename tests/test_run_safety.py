@@ -1,0 +1,120 @@
+"""Runs never mix: --overwrite archives the old run, one writer per run directory, readers survive a torn
+metrics line, checkpoints carry absolute paths, and evaluation starts chains the way training did."""
+import csv
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY, error_line, run_script
+from eval_maebm import Evaluation, build_parser as eval_parser, checkpoint_model, load_model
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
+from utils.run_dir import RunLock, read_metrics
+
+
+def train(save, fmnist_root, fmnist_centers, *extra, check=True):
+    return run_script("train_maebm.py", "--data_root", fmnist_root, "--center_dir", fmnist_centers, "--save_dir", save,
+                      *TINY, "--n_steps", "1", "--ckpt_every_iters", "2", *extra, check=check)
+
+
+def test_overwrite_archives_the_old_run_and_resume_reads_only_the_new(tmp_path, fmnist_root, fmnist_centers):
+    save = tmp_path / "run"
+    train(save, fmnist_root, fmnist_centers, "--max_iters", "8")
+    train(save, fmnist_root, fmnist_centers, "--max_iters", "2", "--overwrite", "--seed", "2")
+    assert sorted(os.path.basename(p) for p in glob.glob(str(save / "ckpt_iter_*.pt"))) == \
+        ["ckpt_iter_00000000.pt", "ckpt_iter_00000002.pt"]
+    archive, = glob.glob(str(save / "overwritten_*"))
+    assert load_checkpoint(os.path.join(archive, "ckpt_iter_00000008.pt"))["iteration"] == 8
+    assert f"previous run's files were moved to {archive}" in open(save / "log.txt").read()
+    assert max(r["iteration"] for r in read_metrics(str(save / "metrics.jsonl"))) == 1
+    train(save, fmnist_root, fmnist_centers, "--max_iters", "4", "--seed", "2", "--resume", save)
+    ckpt = load_checkpoint(str(save / "last_ckpt.pt"))
+    assert ckpt["iteration"] == 4 and ckpt["args"]["seed"] == 2
+    assert "resumed from" in open(save / "log.txt").read() and "at iteration 2 " in open(save / "log.txt").read()
+
+
+def test_a_second_writer_stops_naming_the_holder(tmp_path, fmnist_root, fmnist_centers):
+    save = tmp_path / "run"
+    train(save, fmnist_root, fmnist_centers, "--max_iters", "2")
+    before = {p: os.path.getmtime(p) for p in glob.glob(str(save / "*"))}
+    lock = RunLock(str(save))  # another process holding the run (here: this test)
+    proc = train(save, fmnist_root, fmnist_centers, "--max_iters", "4", "--resume", save, check=False)
+    assert f"is being written by process {os.getpid()}" in error_line(proc)
+    assert {p: os.path.getmtime(p) for p in glob.glob(str(save / "*"))} == before
+    lock.fh.close()  # as the kernel does when the holder exits, however it exits
+    train(save, fmnist_root, fmnist_centers, "--max_iters", "4", "--resume", save)
+    assert load_checkpoint(str(save / "last_ckpt.pt"))["iteration"] == 4
+
+
+def test_metrics_reader_leaves_out_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iteration": 0}\n{"iteration": 1}\n{"iterat')
+    assert read_metrics(str(path)) == [{"iteration": 0}, {"iteration": 1}]
+    path.write_text('{"iteration": 0}\n{"iterat\n{"iteration": 2}\n')
+    with pytest.raises(UserError, match="line 2 is not JSON"):
+        read_metrics(str(path))
+
+
+def test_diagnostics_reads_a_run_killed_mid_row(tmp_path, fmnist_root, fmnist_centers):
+    save = tmp_path / "run"
+    train(save, fmnist_root, fmnist_centers, "--max_iters", "5")
+    with open(save / "metrics.jsonl", "a") as fh:
+        fh.write('{"iteration": 5, "loss/to')
+    run_script("eval_maebm.py", "--load_path", save / "last_ckpt.pt", "--eval", "diagnostics", check=True)
+
+
+def test_sweep_rerun_never_mixes_runs(tmp_path, fmnist_root, fmnist_centers):
+    save = tmp_path / "sweep"
+    common = ["--n_steps", "1", "--spectral_norm", "off", "--dataset", "fashionmnist", "--data_root", fmnist_root,
+              "--center_dir", fmnist_centers, *TINY, "--max_iters", "2", "--ckpt_every_iters", "1", "--save_dir", save]
+    run_script("sweep.py", "--lr", "0.05", *common, check=True)
+    # a setting left half-done by a killed sweep, holding a longer run's checkpoints, is run again on --resume
+    stale = save / "K1_slr1_lr0.1_snoff"
+    shutil.copytree(save / "K1_slr1_lr0.05_snoff", stale)
+    os.rename(stale / "ckpt_iter_00000002.pt", stale / "ckpt_iter_00000009.pt")
+    run_script("sweep.py", "--lr", "0.05", "0.1", *common, "--resume", check=True)
+    rows = {r["setting"]: r for r in csv.DictReader(open(save / "sweep.csv"))}
+    assert rows["K1_slr1_lr0.1_snoff"]["iterations"] == "2" and rows["K1_slr1_lr0.1_snoff"]["status"] == "ok"
+    for setting, lr in (("K1_slr1_lr0.05_snoff", 0.05), ("K1_slr1_lr0.1_snoff", 0.1)):
+        names = sorted(os.path.basename(p) for p in glob.glob(str(save / setting / "ckpt_iter_*.pt")))
+        assert names == ["ckpt_iter_00000000.pt", "ckpt_iter_00000001.pt", "ckpt_iter_00000002.pt"]
+        for p in glob.glob(str(save / setting / "ckpt_iter_*.pt")):
+            assert load_checkpoint(p)["args"]["lr"] == lr
+    assert glob.glob(str(stale / "overwritten_*" / "ckpt_iter_00000009.pt"))
+
+
+def test_checkpoint_paths_are_absolute_so_eval_runs_from_anywhere(tmp_path, fmnist_root, fmnist_centers):
+    work = tmp_path / "work"
+    work.mkdir()
+    os.symlink(fmnist_root, work / "data")
+    os.symlink(fmnist_centers, work / "centers")
+    subprocess.run([sys.executable, os.path.join(ROOT, "train_maebm.py"), "--data_root", "data", "--center_dir",
+                    "centers", "--save_dir", "run", *TINY, "--max_iters", "2", "--n_steps", "1"], cwd=work, check=True,
+                   capture_output=True)
+    ckpt = load_checkpoint(str(work / "run" / "last_ckpt.pt"))
+    assert ckpt["args"]["data_root"] == str(work / "data") and ckpt["args"]["center_dir"] == str(work / "centers")
+    # evaluated from the repository root: the data and the Gaussian are found through the stored paths
+    run_script("eval_maebm.py", "--load_path", work / "run" / "last_ckpt.pt", "--eval", "uncond_samples",
+               "--n_steps", "1", "--n_sample_steps", "1", "--buffer_size", "20", check=True)
+
+
+@pytest.mark.parametrize("init", ["n", "data"])
+def test_eval_chains_start_as_training_did(init, tmp_path, fmnist_root):
+    save = tmp_path / "run"
+    run_script("train_maebm.py", "--data_root", fmnist_root, "--center_dir", tmp_path / "no_gaussian_here",
+               "--save_dir", save, *TINY, "--max_iters", "1", "--n_steps", "1", "--init", init, check=True)
+    args = eval_parser().parse_args(["--load_path", str(save / "last_ckpt.pt"), "--eval", "gen"])
+    ckpt = load_checkpoint(args.load_path, allow_upstream=True)
+    arch, train_args = checkpoint_model(args, ckpt, args.load_path)
+    model = load_model(ckpt, arch, train_args, args.load_path, torch.device("cpu"))
+    x = Evaluation(args, ckpt, arch, train_args, model, torch.device("cpu")).start_fn()(2000)
+    at_bounds = (x.abs() == 1).float().mean().item()
+    if init == "n":  # clamped N(0, 1): 31.7% of the pixels sit at +-1
+        assert abs(x.mean().item()) < 0.01 and at_bounds == pytest.approx(0.317, abs=0.01)
+    else:  # training images (pixels within [-0.93, 0.96]) plus N(0, 0.1): almost nothing clamped, the data's spread
+        assert at_bounds < 0.02 and 0.4 < x.std().item() < 0.6
