@@ -7,11 +7,14 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import train_maebm
 from conftest import ROOT, TINY, error_line, run_script
-from eval_maebm import Evaluation, build_parser as eval_parser, checkpoint_model, load_model
+from eval_maebm import Evaluation, build_parser as eval_parser, checkpoint_model, load_model, random_grid
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.run_dir import RunLock, read_metrics
@@ -118,3 +121,21 @@ def test_eval_chains_start_as_training_did(init, tmp_path, fmnist_root):
         assert abs(x.mean().item()) < 0.01 and at_bounds == pytest.approx(0.317, abs=0.01)
     else:  # training images (pixels within [-0.93, 0.96]) plus N(0, 0.1): almost nothing clamped, the data's spread
         assert at_bounds < 0.02 and 0.4 < x.std().item() < 0.6
+
+
+def test_class_conditional_grids_use_the_runs_sampler(monkeypatch, tmp_path, fmnist_root, fmnist_centers):
+    calls, real = [], train_maebm.run_sampler
+    monkeypatch.setattr(train_maebm, "run_sampler", lambda name, model, x, n_steps, *a, **k:
+                        calls.append((name, n_steps)) or real(name, model, x, n_steps, *a, **k))
+    assert train_maebm.main(["--data_root", fmnist_root, "--center_dir", fmnist_centers, "--save_dir",
+                             str(tmp_path / "run"), *TINY, "--n_steps", "1", "--max_iters", "10", "--sampler",
+                             "langevin", "--plot_cond"]) == 0
+    assert ("langevin", 10) in calls and {name for name, _ in calls} == {"langevin"}  # the grid's 10 x K steps
+    assert (tmp_path / "run" / "samples" / "cond_0.png").is_file()
+
+
+def test_fid_grid_shows_a_random_draw_of_the_scored_images(tmp_path):
+    samples = torch.arange(10).repeat_interleave(100).float().view(-1, 1, 1, 1).expand(-1, 1, 4, 4) / 10
+    random_grid(samples, str(tmp_path / "grid.png"), seed=0)
+    values = np.unique(np.asarray(Image.open(tmp_path / "grid.png").convert("L")))
+    assert len(values) >= 8  # the first 100 images would all be class 0: one grey level besides the padding
