@@ -1,5 +1,6 @@
 import gzip
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -16,8 +17,13 @@ def test_fashion_mnist_idx_layout_is_read_by_torchvision(tmp_path):
     root = write_fashion_mnist(str(tmp_path), n_train=50, n_test=20)
     ds = load_dataset("fashionmnist", root, True, image_transform("fashionmnist", False))
     assert isinstance(ds, torchvision.datasets.FashionMNIST) and len(ds) == 50
-    x, y = ds[0]
-    assert x.shape == (1, 28, 28) and x.min() >= -1 and x.max() <= 1 and 0 <= y < 10
+    raw = np.frombuffer(open(os.path.join(root, "FashionMNIST", "raw", IDX_FILES[0]), "rb").read()[16:], np.uint8)
+    labels = np.frombuffer(open(os.path.join(root, "FashionMNIST", "raw", IDX_FILES[1]), "rb").read()[8:], np.uint8)
+    for i in (0, 7):
+        x, y = ds[i]
+        # exactly byte / 127.5 - 1: [0, 1] data or another scaling fails
+        want = torch.tensor(raw[i * 784:(i + 1) * 784].reshape(1, 28, 28), dtype=torch.float32) / 127.5 - 1
+        assert torch.allclose(x, want, atol=1e-6) and y == labels[i]
     assert len(load_dataset("fashionmnist", root, False, image_transform("fashionmnist", False))) == 20
 
 
@@ -42,7 +48,9 @@ def test_cifar10_pickle_layout(tmp_path, monkeypatch):
     test = load_dataset("cifar10", root, False, image_transform("cifar10", True))
     assert len(train) == 60 and len(test) == 12
     x, y = train[3]
-    assert x.shape == (3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    batch = pickle.load(open(os.path.join(root, "cifar-10-batches-py", "data_batch_1"), "rb"))
+    want = torch.tensor(batch["data"][3].reshape(3, 32, 32), dtype=torch.float32) / 127.5 - 1
+    assert torch.allclose(x, want, atol=1e-6) and y == batch["labels"][3]
     assert dataset_labels(train).tolist()[:12] == train.targets[:12]
     assert test[0][0].shape == (3, 32, 32)
 
@@ -64,6 +72,7 @@ def test_image_folder_dataset(tmp_path):
             Image.fromarray(np.full((80, 70, 3), 40 * i + 100 * c, np.uint8)).save(d / f"{i}.png")
     ds = load_dataset("celeba", str(tmp_path), True, image_transform("celeba", False))
     assert len(ds) == 6 and ds[0][0].shape == (3, 64, 64)
+    assert torch.allclose(ds[1][0], torch.full((3, 64, 64), 40 / 127.5 - 1), atol=1e-6)  # constant 40: c0/1.png
 
 
 def test_unknown_dataset():

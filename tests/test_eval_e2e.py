@@ -9,6 +9,11 @@ import torch
 
 from conftest import TINY, run_script
 from eval_maebm import plot_tsne
+from models import build_model
+from utils.checkpoint import load_checkpoint
+from utils.data import image_transform, load_dataset
+from utils.metrics import expected_calibration_error
+from utils.run_dir import read_metrics
 from utils.fid import _fid_helper_path
 
 
@@ -35,7 +40,7 @@ FAST = ["--n_points", "64", "--n_sample_steps", "4", "--batch_size", "50", "--n_
     ("OOD", []), ("logp_hist", ["logp_hist.png"]), ("uncond_samples", ["uncond_samples.png"]),
     ("cond_samples", ["samples_0.png"]), ("quality", ["class_0_top_bottom.png"]), ("best_samples", []),
 ])
-def test_modes_write_results(mode, files, trained, tmp_path):
+def test_modes_write_results(mode, files, trained, tmp_path, fmnist_root):
     out = str(tmp_path / mode)
     proc = evaluate(trained[0], mode, out, *FAST)
     result = json.load(open(os.path.join(out, f"{mode}.json")))
@@ -43,14 +48,40 @@ def test_modes_write_results(mode, files, trained, tmp_path):
     for f in files:
         assert os.path.isfile(os.path.join(out, f)), f
     assert f"{mode}:" in proc.stdout
-    if mode == "test_clf":
-        assert 0 <= result["test_acc"] <= 1 and result["n"] == 160
+    f, probs, y, buffer_size = checkpoint_outputs(trained[0], fmnist_root)
+    if mode == "test_clf":  # refined by one step first (FAST's --n_steps 1): close to, not equal to, the plain accuracy
+        assert result["n"] == 160 and abs(result["test_acc"] - (probs.argmax(1) == y).float().mean().item()) < 0.1
     if mode == "cali":
-        assert 0 <= result["ece"] <= 1 and sum(b["count"] for b in result["bins"]) == 160
+        correct = (probs.argmax(1) == y).numpy()
+        assert result["test_acc"] == pytest.approx(correct.mean())
+        assert result["ece"] == pytest.approx(expected_calibration_error(probs.max(1).values.numpy(), correct, 20))
+        assert len(result["bins"]) == 20 and sum(b["count"] for b in result["bins"]) == 160
     if mode == "OOD":
         assert set(result["auroc"]) >= {"uniform", "constant", "blur"}
-        assert all(0 <= v <= 1 for row in result["auroc"].values() for v in row.values())
         assert result["auroc"]["uniform"]["px"] > 0.9  # data has far lower energy than uniform noise
+    if mode == "logp_hist":
+        assert result["mean_f"]["fashionmnist"] == pytest.approx(f[:64].mean().item(), abs=0.5)
+    if mode in ("cond_samples", "quality", "best_samples"):
+        counts = result["per_class_counts"]
+        assert sum(counts.values() if isinstance(counts, dict) else counts) == buffer_size
+    if mode == "tsne":
+        assert set(result["mean_energy"]) == {"data", "buffer", "start"} and result["n_per_set"] == 64
+    if mode == "uncond_samples":
+        assert result["n"] == 50 and result["rounds"] == 4
+
+
+def checkpoint_outputs(ckpt_path, data_root):
+    """(f(x), softmax, labels) of the checkpoint's model on the test set in eval mode, and its buffer size."""
+    ckpt = load_checkpoint(ckpt_path)
+    a = ckpt["arch"]
+    model = build_model(a["model"], a["n_classes"], a["in_channels"], a["depth"], a["width"], a["norm"],
+                        uncond=a["uncond"], image_size=a["image_size"])
+    model.load_state_dict(ckpt["model_state_dict"])
+    test = load_dataset("fashionmnist", data_root, False, image_transform("fashionmnist", False))
+    x, y = map(torch.stack, zip(*[(img, torch.tensor(label)) for img, label in test]))
+    with torch.no_grad():
+        f, logits = model.eval()(x)
+    return f, logits.softmax(1), y, len(ckpt["replay_buffer"])
 
 
 def test_gen_writes_samples_chains_and_npz(trained, tmp_path):
@@ -75,6 +106,14 @@ def test_fid_of_buffer_with_cached_reference(trained, tmp_path):
     evaluate(trained[0], "fid", str(tmp_path / "fid2"), "--fid_ref_n", "40", "--fid_stats_dir", stats,
                      "--ratio", "0.5")
     assert json.load(open(os.path.join(tmp_path / "fid2", "fid.json")))["fid"] == pytest.approx(r["fid"])
+    # the second run read the cache: shifting the cached mean moves its FID by exactly the mean term's change
+    cache = os.path.join(stats, os.listdir(stats)[0])
+    z = dict(np.load(cache))
+    z["mu"] = z["mu"] + 1.0
+    np.savez(cache, **z)
+    evaluate(trained[0], "fid", str(tmp_path / "fid3"), "--fid_ref_n", "40", "--fid_stats_dir", stats,
+             "--ratio", "0.5")
+    assert abs(json.load(open(os.path.join(tmp_path / "fid3", "fid.json")))["fid"] - r["fid"]) > 100
 
 
 @pytest.mark.parametrize("name,ckpt_index,extra,expected", [
@@ -109,7 +148,11 @@ def test_diagnostics_mode(trained, tmp_path):
     out = str(tmp_path / "diag")
     evaluate(trained[0], "diagnostics", out)
     r = json.load(open(os.path.join(out, "diagnostics.json")))
-    assert r["n_rows"] == 30 and -1 <= r["peak_corr"] <= 1 and os.path.isfile(os.path.join(out, "diagnostics.png"))
+    rows = [row for row in read_metrics(os.path.join(os.path.dirname(trained[0]), "metrics.jsonl"))
+            if "diag/grad_norm" in row]
+    gap, grad = [row["diag/energy_gap"] for row in rows], [row["diag/grad_norm"] for row in rows]
+    assert r["n_rows"] == 30 and r["corr_lag0"] == pytest.approx(np.corrcoef(gap, grad)[0, 1], abs=1e-6)
+    assert os.path.isfile(os.path.join(out, "diagnostics.png"))
 
 
 def test_tsne_panels_share_one_colour_scale_across_sets():

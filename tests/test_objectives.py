@@ -47,10 +47,13 @@ def test_gcl_is_joint_minus_gamma_marginal():
     assert gcl.item() == pytest.approx((joint - 0.7 * marginal).item())
 
 
-def test_gcl_with_gamma_one_and_equal_samples_is_the_conditional_log_likelihood_gap():
-    # with x- = x+ and y- = y+ every contrastive term cancels: the loss is exactly 0
-    loss, _ = JointLoss(LogitsAreInputs(), 1.0, 0.0, 0.0, objective="gcl", gamma=1.0)(XP, XP, y_data=YP, y_samples=YP)
-    assert loss.item() == pytest.approx(0.0, abs=1e-7)
+def test_gcl_with_gamma_one_is_the_conditional_log_likelihood_gap():
+    # gamma = 1: joint minus marginal CD = -(mean log p(y+|x+) - mean log p(y-|x-)), log p(y|x) = x[y] - lse(x)
+    yq = torch.tensor([2, 0])
+    loss, _ = JointLoss(LogitsAreInputs(), 1.0, 0.0, 0.0, objective="gcl", gamma=1.0)(XP, XQ, y_data=YP, y_samples=yq)
+    log_p = lambda x, y: x.gather(1, y[:, None]).squeeze(1) - x.logsumexp(1)
+    want = -(log_p(XP, YP).mean() - log_p(XQ, yq).mean())
+    assert loss.item() == pytest.approx(want.item(), abs=1e-6) and abs(want.item()) > 0.5
 
 
 def test_dcl_is_plain_cross_entropy_and_ignores_px():

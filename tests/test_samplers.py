@@ -4,6 +4,7 @@ import torch
 
 from utils.samplers import (SAMPLERS, adam_sample, gd_momentum_sample, hmc_sample, langevin_exact_sample,
                             langevin_sample, mala_sample, run_sampler, tutorial_sample)
+from utils.sgld import sgld_sample
 
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)
 SIGMA = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
@@ -32,9 +33,11 @@ def test_mala_is_exact():
 
 
 def test_hmc_is_exact():
-    x, info = hmc_sample(neg_energy, starts(), n_steps=60, step_size=0.15, n_leapfrog=10)
+    # at step 0.55 the leapfrog energy error is large (acceptance about 0.66): accepting every proposal would
+    # give the covariance [[1.20, 0.52], [0.52, 0.75]]; only the Metropolis correction keeps Sigma
+    x, info = hmc_sample(neg_energy, starts(), n_steps=60, step_size=0.55, n_leapfrog=10)
     assert_gaussian(x, MU, SIGMA)
-    assert 0.5 < float(info["acceptance"]) <= 1
+    assert 0.4 < float(info["acceptance"]) < 0.9
 
 
 def test_exact_langevin_with_small_steps():
@@ -92,8 +95,29 @@ def test_trace_of_mala_reaches_the_equilibrium_energy_and_gradient():
     assert abs(float((trace[-50:, 1] ** 2).mean()) / float(torch.trace(PREC)) - 1) < 0.05
 
 
-def test_run_sampler_dispatch_and_unknown_name():
-    x, info = run_sampler("mala", Model(), starts(100), 5, 0.3, 0.0, bounds=None)
-    assert x.shape == (100, 2) and "acceptance" in info
+DIRECT = {
+    "sgld": lambda x: (sgld_sample(Model(), x, 5, 0.3, 0.05), {}),
+    "tutorial": lambda x: tutorial_sample(neg_energy, x, 5, 0.3, 0.05, bounds=(-1, 1)),
+    "langevin": lambda x: langevin_sample(neg_energy, x, 5, 0.3, 0.05, (-1, 1)),
+    "langevin_exact": lambda x: langevin_exact_sample(neg_energy, x, 5, 0.3, (-1, 1)),
+    "gd_momentum": lambda x: gd_momentum_sample(neg_energy, x, 5, 0.3, bounds=(-1, 1)),
+    "adam": lambda x: adam_sample(neg_energy, x, 5, 0.3, bounds=(-1, 1)),
+    "mala": lambda x: (lambda s, i: (s.clamp(-1, 1), i))(*mala_sample(neg_energy, x, 5, 0.3)),
+    "hmc": lambda x: (lambda s, i: (s.clamp(-1, 1), i))(*hmc_sample(neg_energy, x, 5, 0.3, 10)),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_run_sampler_dispatches_each_name_to_its_sampler(name):
+    x0 = starts(100) / 4
+    torch.manual_seed(3)
+    got, info = run_sampler(name, Model(), x0, 5, 0.3, 0.05)
+    torch.manual_seed(3)
+    want, want_info = DIRECT[name](x0)
+    assert torch.equal(got, want) and set(info) == set(want_info)
+    assert got.min() >= -1 and got.max() <= 1 and not torch.equal(got, x0)
+
+
+def test_run_sampler_unknown_name():
     with pytest.raises(ValueError, match="unknown sampler"):
         run_sampler("gibbs", Model(), starts(10), 1, 0.1, 0.0)
