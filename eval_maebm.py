@@ -104,7 +104,7 @@ def build_parser():
     g.add_argument("--n_samples", type=positive_int, default=10000, help="gen: new samples when --buffer_size is 0")
     g.add_argument("--snapshot_every", type=positive_int, default=20, help="gen: chain snapshot interval (steps)")
     g = p.add_argument_group("FID / KID / IS")
-    g.add_argument("--ratio", type=float, default=900,
+    g.add_argument("--ratio", type=positive_float, default=900,
                    help="fid/best_samples: images kept per predicted class, most confident first: a fraction < 1 or "
                         "a count >= 1 (upstream's default 900)")
     g.add_argument("--fresh_samples", type=nonneg_int, nargs="?", const=10000, default=0,

@@ -27,8 +27,8 @@ from utils.data import (DATASETS, UNLABELLED, dataset_info, dataset_labels, imag
                         make_loader, split_train_valid)
 from utils.distributed import (any_rank, broadcast_object, gather_cat, gather_objects, init_distributed,
                                max_parameter_difference, on_main, shutdown)
-from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int,
-                          probability, run_cli)
+from utils.errors import (ArgumentParser, UserError, int_or_minus_one, nonneg_float, nonneg_int, positive_float,
+                          positive_int, probability, run_cli)
 from utils.run_dir import RunLogger, prepare_run_dir, save_grid
 from utils.samplers import SAMPLERS, run_sampler
 from utils.thermo import ThermoRecorder
@@ -50,12 +50,13 @@ def build_parser():
     g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset (needs network)")
     g.add_argument("--n_valid", type=nonneg_int, default=0,
                    help="training images held out for validation and best_valid_ckpt.pt (0: none)")
-    g.add_argument("--labels_per_class", type=int, default=-1, help="labelled images per class for p(y|x) (-1: all)")
-    g.add_argument("--workers", type=int, default=-1, help="data-loader workers (-1: 4 on CUDA, 0 on CPU)")
+    g.add_argument("--labels_per_class", type=int_or_minus_one, default=-1,
+                   help="labelled images per class for p(y|x) (-1 or 0: all)")
+    g.add_argument("--workers", type=int_or_minus_one, default=-1, help="data-loader workers (-1: 4 on CUDA, 0 on CPU)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr", type=positive_float, default=0.1)
-    g.add_argument("--decay_epochs", nargs="+", type=int, default=[60, 120, 180],
+    g.add_argument("--decay_epochs", nargs="+", type=nonneg_int, default=[60, 120, 180],
                    help="decay learning rate by decay_rate at these epochs")
     g.add_argument("--decay_rate", type=positive_float, default=0.2, help="learning rate decay multiplier")
     g.add_argument("--decay_every", type=nonneg_int, default=0,
@@ -69,7 +70,7 @@ def build_parser():
                         "also when --pyx is 0 (as upstream)")
     g.add_argument("--n_epochs", type=positive_int, default=200)
     g.add_argument("--max_iters", type=nonneg_int, default=0, help="stop after this many iterations in all (0: no limit)")
-    g.add_argument("--warmup_iters", type=int, default=-1,
+    g.add_argument("--warmup_iters", type=int_or_minus_one, default=-1,
                    help="iterations of linear learning-rate warm-up (-1 or 0: none, upstream's default)")
     g.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
     g.add_argument("--clip_grad", type=nonneg_float, default=0.0, help="clip the parameter-gradient norm to this (0: off)")

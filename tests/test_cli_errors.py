@@ -53,6 +53,11 @@ CASES = [
     ("buffer not divisible", "train_maebm.py", lambda c: ["--class_cond_p_x_sample", "--buffer_size", "105"], "divisible"),
     ("class cond with uncond", "train_maebm.py", lambda c: ["--class_cond_p_x_sample", "--uncond"], "--uncond"),
     ("nothing to train", "train_maebm.py", lambda c: ["--px", "0", "--pyx", "0"], "nothing to train"),
+    ("dcl without labels", "train_maebm.py", lambda c: ["--objective", "dcl", "--pyx", "0"], "--pyx is 0"),
+    ("j_ebm with uncond", "train_maebm.py", lambda c: ["--objective", "j_ebm", "--uncond"], "cannot be used with --uncond"),
+    ("gcl with uncond", "train_maebm.py", lambda c: ["--objective", "gcl", "--uncond"], "cannot be used with --uncond"),
+    ("negative warm-up", "train_maebm.py", lambda c: ["--warmup_iters", "-5"], "--warmup_iters"),
+    ("negative labels per class", "train_maebm.py", lambda c: ["--labels_per_class", "-3"], "--labels_per_class"),
     ("existing run dir", "train_maebm.py", lambda c: ["--save_dir", c["existing"]], "already holds a run"),
     ("unwritable save dir", "train_maebm.py", lambda c: ["--save_dir", "/proc/forbidden/run"], "--save_dir"),
     ("n_valid too large", "train_maebm.py", lambda c: ["--n_valid", "100000"], "--n_valid"),
@@ -102,4 +107,4 @@ def test_bad_input(name, script, build, expected, case_files, fmnist_root, fmnis
     assert len(lines) == 1, lines
     assert expected in lines[0], lines[0]
     assert snapshot(case_files["existing"]) == before
-    assert not os.path.exists(os.path.join(save, "last_ckpt.pt"))
+    assert not os.path.exists(save) and not os.path.exists(tmp_path / "centers")  # nothing at all was written

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import ROOT, TINY, error_line, run_script
@@ -73,6 +74,37 @@ def test_full_disk_leaves_the_run_untouched(tmp_path, fmnist_root, fmnist_center
     assert proc.returncode == 2 and "No space left on device" in error_line(proc)
     assert digest(save) == before
     assert not [f for f in os.listdir(save) if f.endswith(".tmp")]
+
+
+FAIL_NTH_FSYNC = ("import errno, os, runpy, sys\n"
+                  "real, seen = os.fsync, [0]\n"
+                  "def fsync(fd):\n"
+                  "    if os.environ['FAIL_ON'] in os.path.basename(os.readlink(f'/proc/self/fd/{fd}')):\n"
+                  "        seen[0] += 1\n"
+                  "        if seen[0] == int(os.environ['FAIL_AT']):\n"
+                  "            raise OSError(errno.ENOSPC, 'No space left on device')\n"
+                  "    return real(fd)\n"
+                  "os.fsync = fsync\n"
+                  "sys.argv = sys.argv[1:]\n"
+                  "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+@pytest.mark.parametrize("fail_on,fail_at,last_good", [("ckpt_iter_00000004", 1, 2), ("metrics.jsonl", 6, 4)])
+def test_disk_full_mid_run_keeps_earlier_files_and_resumes(fail_on, fail_at, last_good, tmp_path, fmnist_root,
+                                                           fmnist_centers):
+    save = str(tmp_path / "run")
+    flags = ["--data_root", fmnist_root, "--center_dir", fmnist_centers, *TINY, "--n_steps", "1",
+             "--ckpt_every_iters", "2", "--save_dir", save]
+    proc = subprocess.run([sys.executable, "-c", FAIL_NTH_FSYNC, os.path.join(ROOT, "train_maebm.py"), *flags,
+                           "--max_iters", "8"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "FAIL_ON": fail_on, "FAIL_AT": str(fail_at)})
+    assert proc.returncode == 2 and "No space left on device" in error_line(proc)
+    assert load_checkpoint(os.path.join(save, "last_ckpt.pt"))["iteration"] == last_good
+    assert not [f for f in os.listdir(save) if f.endswith(".tmp")]
+    run_script("train_maebm.py", *flags, "--max_iters", "8", "--resume", save, check=True)
+    assert load_checkpoint(os.path.join(save, "last_ckpt.pt"))["iteration"] == 8
+    rows = [json.loads(line) for line in open(os.path.join(save, "metrics.jsonl"))]
+    assert [r["iteration"] for r in rows if "loss/total" in r] == list(range(8))
 
 
 def write_image_folder(root, n_per_class=4, corrupt=False):

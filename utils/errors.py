@@ -76,3 +76,11 @@ def probability(text):
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
     return v
+
+
+def int_or_minus_one(text):
+    """argparse type: an integer >= 0, or -1 for upstream's 'off / all / automatic'."""
+    v = int(text)
+    if v < -1:
+        raise argparse.ArgumentTypeError(f"expected -1 or an integer >= 0, got {text}")
+    return v
