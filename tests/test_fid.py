@@ -76,3 +76,15 @@ def test_fid_is_zero_on_itself_and_grows_with_noise(inception):
     kid_self, _ = kernel_inception_distance(base, base, n_subsets=5, subset_size=40)
     kid_noisy, _ = kernel_inception_distance(base, f, n_subsets=5, subset_size=40)
     assert kid_self < kid_noisy
+
+
+def test_converted_weights_give_fid_helpers_own_features(inception):
+    """The conversion checked against the TorchScript network it was read from, not only against itself."""
+    jit = torch.jit.load(_fid_helper_path(), map_location="cpu").eval()
+    x = smooth_images(4, 3)
+    x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
+    ours, _ = inception(x)
+    with torch.no_grad():
+        theirs = jit(x)
+    assert theirs.shape == (4, 2048) and ours.abs().mean() > 0.05
+    assert torch.allclose(ours, theirs, atol=2e-4, rtol=1e-4)

@@ -60,3 +60,13 @@ def test_inception_logits_leave_out_the_fc_bias():
     net = InceptionFeatures(state, has_logits=True)
     pool, logits = net(torch.rand(2, 3, 32, 32) * 2 - 1)
     assert torch.allclose(logits, pool @ state["fc.weight"].T, atol=1e-4)
+
+
+def test_kid_is_zero_within_its_spread_on_one_distribution_and_large_across_two():
+    from utils.fid import kernel_inception_distance
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(2000, 256))
+    kid, std = kernel_inception_distance(feats[:1000], feats[1000:], n_subsets=50, subset_size=500)
+    assert abs(kid) < 2 * std and std > 0
+    shifted, std2 = kernel_inception_distance(feats[:1000], feats[1000:] + 0.3, n_subsets=50, subset_size=500)
+    assert shifted > 10 * std2
