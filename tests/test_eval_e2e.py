@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import TINY, run_script
-from eval_maebm import plot_tsne
 from models import build_model
 from utils.checkpoint import load_checkpoint
 from utils.data import image_transform, load_dataset
+from utils.evaluation.embedding import plot_tsne
 from utils.metrics import expected_calibration_error
 from utils.run_dir import read_metrics
 

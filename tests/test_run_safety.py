@@ -14,7 +14,9 @@ from PIL import Image
 
 import train_maebm
 from conftest import ROOT, TINY, error_line, run_script
-from eval_maebm import Evaluation, build_parser as eval_parser, checkpoint_model, load_model, random_grid
+from eval_maebm import build_parser as eval_parser
+from utils.evaluation.context import Evaluation, checkpoint_model, load_model
+from utils.evaluation.generative import random_grid
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.run_dir import RunLock, read_metrics

@@ -17,9 +17,11 @@ from PIL import Image
 import train_maebm
 import train_maebm_celeba
 from conftest import ROOT, TINY, run_script
-from eval_maebm import Evaluation, build_parser as eval_parser, checkpoint_model, load_model, mode_test_clf
+from eval_maebm import build_parser as eval_parser
 from models import build_model
 from utils.checkpoint import load_checkpoint
+from utils.evaluation.classifier import mode_test_clf
+from utils.evaluation.context import Evaluation, checkpoint_model, load_model
 from utils.upstream import from_upstream_state_dict
 
 # Every command line of upstream's readme.md and scripts/*.sh (commented-out ones included), verbatim.

@@ -1,0 +1,277 @@
+"""What every evaluation mode shares: the checkpoint (this tool's or upstream's), the model, data, chain
+starts and sampling procedures, Inception."""
+import io
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models import build_model, load_weights
+from utils.chain_starts import make_start_fn
+from utils.checkpoint import atomic_write_bytes
+from utils.data import DATASETS, dataset_info, image_transform, load_dataset
+from utils.errors import UserError
+from utils.fid import (CONVENTION, extract, feature_stats, frechet_distance, inception_score,
+                       kernel_inception_distance, load_inception)
+from utils.run_dir import save_grid
+from utils.samplers import run_sampler
+from utils.sgld import sgld_sample
+from utils.upstream import adopt_upstream_checkpoint, upstream_architecture
+
+
+UPSTREAM_SETS = {"cifar_test": ("cifar10", False), "cifar_train": ("cifar10", True), "svhn_test": ("svhn", False),
+                 "svhn_train": ("svhn", True), "cifar100_test": ("cifar100", False),
+                 "cifar100_train": ("cifar100", True), "cifar10": ("cifar10", False), "svhn": ("svhn", False),
+                 "cifar100": ("cifar100", False), "cifar_100": ("cifar100", False), "celeba": ("celeba", False)}
+
+
+UPSTREAM_INIT = {"i": "gm", "r": "u"}  # upstream eval's --init: i(nform) / r(andom)
+
+
+UPSTREAM_MODEL_DEFAULTS = {"model": "wrn", "depth": 28, "width": 10, "norm": "batch"}
+
+
+def select_device(name):
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    return torch.device("cuda")
+
+
+def eval_split(name):
+    """(dataset, train split?) of an eval --dataset / --datasets name."""
+    if name in UPSTREAM_SETS:
+        return UPSTREAM_SETS[name]
+    base, _, split = name.rpartition("_")
+    if split in ("train", "test") and base in DATASETS:
+        return base, split == "train"
+    if name in DATASETS:
+        return name, False
+    raise UserError(f"--dataset: unknown set {name!r}; expected a dataset name ({', '.join(DATASETS)}), NAME_train, "
+                    f"NAME_test or one of upstream's {', '.join(UPSTREAM_SETS)}")
+
+
+def upstream_train_args(dataset):
+    """The training flags an upstream checkpoint does not record: upstream's defaults, or these eval flags."""
+    return {"dataset": dataset, "data_root": "./data", "init": "gm", "center_dir": ".", "sgld_lr": 1.0,
+            "sgld_std": 0.0, "sampler": "sgld", "pyx": 1.0, "dropout_rate": 0.0, "n_leapfrog": 10}
+
+
+def checkpoint_model(args, ckpt, path):
+    """(arch, training flags) of a checkpoint; an upstream one takes them from the eval flags."""
+    if not ckpt.get("upstream"):
+        arch = ckpt.get("arch")
+        if not arch:
+            raise UserError(f"checkpoint {path} has no architecture record")
+        given = {k: getattr(args, k) for k in UPSTREAM_MODEL_DEFAULTS if getattr(args, k) is not None}
+        if args.uncond:
+            given["uncond"] = True
+        diff = [f"--{k} {v} vs {arch[k]!r} in the checkpoint" for k, v in given.items() if arch[k] != v]
+        if diff:
+            raise UserError(f"checkpoint {path} does not match the flags: " + "; ".join(diff))
+        return arch, ckpt["args"]
+    dataset = eval_split(args.dataset or "cifar_test")[0]
+    depth, width, in_channels, n_classes, _ = upstream_architecture(ckpt["model_state_dict"])
+    ch, size, _ = dataset_info(dataset)
+    arch = {"dataset": dataset, "model": args.model or "wrn", "depth": args.depth or depth, "width": args.width or width,
+            "norm": args.norm or UPSTREAM_MODEL_DEFAULTS["norm"], "uncond": args.uncond, "spectral_norm": False,
+            "in_channels": in_channels, "image_size": size, "n_classes": n_classes}
+    return arch, upstream_train_args(dataset)
+
+
+def load_model(ckpt, arch, train_args, path, device):
+    model = build_model(arch["model"], arch["n_classes"], arch["in_channels"], arch["depth"], arch["width"],
+                        arch["norm"], train_args.get("dropout_rate", 0.0), arch["uncond"], arch["image_size"],
+                        arch.get("spectral_norm", False))
+    if ckpt.get("upstream"):
+        ckpt.update(adopt_upstream_checkpoint(ckpt, arch, path))
+    load_weights(model, ckpt["model_state_dict"], path)
+    return model.to(device).eval()
+
+
+class Evaluation:
+    """Lazily built pieces shared by the modes: data, chain starts, Inception."""
+
+    def __init__(self, args, ckpt, arch, train_args, model, device):
+        self.args, self.ckpt, self.model, self.device = args, ckpt, model, device
+        self.train_args, self.arch = train_args, arch
+        self.image_shape = (self.arch["in_channels"], self.arch["image_size"], self.arch["image_size"])
+        self.data_root = args.data_root or self.train_args["data_root"]
+        self.sgld_lr = args.sgld_lr if args.sgld_lr is not None else self.train_args["sgld_lr"]
+        self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
+        self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
+        self._inception = None
+
+    def dataset(self, name=None, train=False):
+        return load_dataset(name or self.arch["dataset"], self.data_root, train,
+                            image_transform(name or self.arch["dataset"], False))
+
+    def test_images(self, n=None, seed=0):
+        """(images, labels) of --dataset's split (default: the checkpoint's test split), with --sigma noise."""
+        name, train = eval_split(self.args.dataset) if self.args.dataset else (self.arch["dataset"], False)
+        x, y = self.images(self.dataset(name, train), n, seed)
+        return self.noisy(x), y
+
+    def noisy(self, x):
+        return x + self.args.sigma * torch.randn_like(x) if self.args.sigma > 0 else x
+
+    def images(self, ds, n=None, seed=0):
+        """(images, labels) of the first n images of a seeded permutation (all when n is None)."""
+        idx = torch.arange(len(ds)) if n is None or n >= len(ds) else \
+            torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx.tolist()), batch_size=500)
+        xs, ys = zip(*loader)
+        return torch.cat(xs), torch.cat(ys)
+
+    def start_fn(self):
+        """The training run's chain starts (train_maebm.make_start_fn), or --init's."""
+        init = UPSTREAM_INIT.get(self.args.init, self.args.init) or self.train_args["init"]
+        flags = SimpleNamespace(**{**self.train_args, "init": init, "dataset": self.arch["dataset"],
+                                   "center_dir": self.args.center_dir or self.train_args["center_dir"],
+                                   "data_root": self.data_root})
+        return make_start_fn(flags, self.image_shape, self.device, lambda: self.dataset(train=True))
+
+    def batched(self, fn, x, *rest, bs=None):
+        bs = bs or self.args.batch_size
+        outs = [fn(x[i:i + bs].to(self.device), *[r[i:i + bs].to(self.device) for r in rest]) for i in range(0, len(x), bs)]
+        return [torch.cat(o) for o in zip(*outs)] if isinstance(outs[0], tuple) else torch.cat(outs)
+
+    @torch.no_grad()
+    def forward(self, x):
+        """(f(x), softmax probabilities) in eval mode."""
+        def fn(xb):
+            f, logits = self.model(xb)
+            return f.cpu(), logits.softmax(1).cpu()
+        return self.batched(fn, x)
+
+    def features(self, x):
+        with torch.no_grad():
+            return self.batched(lambda xb: self.model.f(xb).cpu(), x)
+
+    def grad_norm(self, x):
+        def fn(xb):
+            xb = xb.requires_grad_(True)
+            g, = torch.autograd.grad(self.model(xb)[0].sum(), xb)
+            return g.flatten(1).norm(dim=1).cpu()
+        return self.batched(fn, x)
+
+    def sample(self, n, n_steps, y=None, snapshots=None):
+        """n new chains of n_steps SGLD steps (given classes y if set); `snapshots` collects the first 10 chains."""
+        start, bs, out = self.start_fn(), self.args.batch_size, []
+        for i in range(0, n, bs):
+            yb = y[i:i + bs].to(self.device) if y is not None else None
+            x = start(min(bs, n - i), yb)
+            record = snapshots is not None and i == 0
+            every = self.args.snapshot_every if record else n_steps
+            if record:
+                snapshots.append(x[:10].cpu())
+            for done in range(0, n_steps, every):
+                x, _ = run_sampler(self.sampler, self.model, x, min(every, n_steps - done), self.sgld_lr, self.sgld_std,
+                                   y=yb, n_leapfrog=self.train_args.get("n_leapfrog", 10))
+                if record:
+                    snapshots.append(x[:10].cpu())
+            out.append(x.cpu())
+        return torch.cat(out)
+
+    def refine(self, x):
+        """test_clf's input refinement, the model in eval mode: upstream's x += grad f(x) + 0.01 N per step, or
+        (project variant) the checkpoint's sampler."""
+        def upstream(xb):
+            for _ in range(self.args.n_steps):
+                xb = xb.detach().requires_grad_(True)
+                g, = torch.autograd.grad(self.model(xb)[0].sum(), xb)
+                xb = xb.detach() + g + 1e-2 * torch.randn_like(xb)
+            return xb.detach().cpu()
+
+        def project(xb):
+            return run_sampler(self.sampler, self.model, xb, self.args.n_steps, self.sgld_lr, self.sgld_std,
+                               n_leapfrog=self.train_args.get("n_leapfrog", 10))[0].cpu()
+        return self.batched(upstream if self.args.variant == "upstream" else project, x)
+
+    def persistent_chains(self, out=None):
+        """Upstream's new_samples: --buffer_size (else --n_samples) starts; each of --n_sample_steps rounds takes
+        --batch_size of them (restarting --reinit_freq), runs --n_steps SGLD steps (unclamped gradient, model in
+        train mode as upstream) and writes them back; a grid samples_<round>.png every --print_every rounds."""
+        a = self.args
+        if a.n_steps == 0:
+            raise UserError(f"--n_steps: --eval {a.eval} runs --n_steps SGLD steps per round; give at least 1 "
+                            "(upstream's command uses --n_steps 1)")
+        start = self.start_fn()
+        n = a.buffer_size or a.n_samples
+        buffer = start(n)
+        bs = min(a.batch_size, n)
+        self.model.train()
+        for i in tqdm(range(a.n_sample_steps), desc=f"{a.eval}: rounds of {a.n_steps} steps on {bs} of {n} chains"):
+            idx = torch.randperm(n, device=buffer.device)[:bs] if n > bs else torch.arange(n, device=buffer.device)
+            x0 = buffer[idx]
+            fresh = torch.rand(bs, device=buffer.device) < a.reinit_freq
+            x0 = torch.where(fresh.view(-1, 1, 1, 1), start(bs), x0)
+            buffer[idx] = sgld_sample(self.model, x0, a.n_steps, self.sgld_lr, self.sgld_std, grad_clip=float("inf"))
+            if out is not None and (i + 1) % a.print_every == 0:
+                save_grid(buffer[idx], os.path.join(out, f"samples_{i + 1}.png"))
+        self.model.eval()
+        return buffer.cpu()
+
+    def batch_statistics_features(self, x):
+        """(f(x), features) with BatchNorm on batch statistics and frozen running ones (upstream's t-SNE)."""
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        self.model.train()
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            with torch.no_grad():
+                return self.batched(lambda xb: (self.model(xb)[0].cpu(), self.model.f(xb).cpu()), x, bs=100)
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+            self.model.eval()
+
+    def inception(self):
+        if self._inception is None:
+            self._inception, self.inception_source = load_inception(self.args.inception_weights, self.device)
+        return self._inception
+
+    def reference_stats(self):
+        """Inception statistics of the training set, computed once and cached as .npz."""
+        n = self.args.fid_ref_n
+        cache_dir = self.args.fid_stats_dir or os.path.join(self.data_root, "fid_stats")
+        tag = "pytorchfid" + ("" if self.args.inception_weights is None else "_custom")
+        path = os.path.join(cache_dir, f"{self.arch['dataset']}_train_{n or 'all'}_{tag}.npz")
+        if os.path.exists(path):
+            z = np.load(path)
+            return (z["mu"], z["sigma"]), z["features"], path
+        ds = self.dataset(train=True)
+        idx = torch.arange(len(ds)) if not n or n >= len(ds) else \
+            torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.args.seed))[:n]
+        # streamed batch by batch: a large training set (CelebA-128: 32 GB as one tensor) never sits in memory
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx.tolist()), batch_size=self.args.batch_size)
+        feats, _ = extract(self.inception(), loader, device=self.device, desc=f"reference: {len(idx)} training images")
+        mu, sigma = feature_stats(feats)
+        keep = feats[np.random.default_rng(0).permutation(len(feats))[:10000]].astype(np.float32)
+        os.makedirs(cache_dir, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, mu=mu, sigma=sigma, features=keep)
+        atomic_write_bytes(path, buf.getvalue())
+        return (mu, sigma), keep, path
+
+    def generative_scores(self, samples):
+        """FID, KID and (where real logits weights exist) IS of samples in [-1,1] against the training set."""
+        (mu, sigma), ref_feats, ref_path = self.reference_stats()
+        feats, logits = extract(self.inception(), samples, self.args.batch_size, self.device,
+                                desc=f"samples: {len(samples)} images")
+        result = {"convention": CONVENTION, "inception_weights": self.inception_source, "n_samples": len(samples),
+                  "reference": ref_path, "fid": frechet_distance(feature_stats(feats), (mu, sigma))}
+        result["kid_mean"], result["kid_std"] = kernel_inception_distance(feats, ref_feats.astype(np.float64),
+                                                                          subset_size=min(1000, len(feats)))
+        if logits is not None:
+            result["is_mean"], result["is_std"] = inception_score(logits)
+        else:
+            result["is"] = ("unavailable: these Inception weights have no 1008-way logits layer (the offline "
+                            "fid-helper weights stop at pool3); pass --inception_weights with pytorch-fid's full "
+                            "checkpoint or place it in the torch hub cache")
+        return result
+

@@ -1,0 +1,155 @@
+"""Generative modes: FID/KID/IS of the buffer or of new chains, new samples, sample grids."""
+import io
+import os
+
+import numpy as np
+import torch
+
+from utils.checkpoint import atomic_write_bytes
+from utils.errors import UserError
+from utils.run_dir import save_grid
+
+
+def per_class_top(ev, images, score, classes, ratio):
+    """Indices of the top `ratio` (fraction < 1 or count >= 1) images by score within each class."""
+    keep = []
+    for c in classes.unique():
+        idx = (classes == c).nonzero().flatten()
+        idx = idx[score[idx].argsort(descending=True)]
+        k = int(len(idx) * ratio) if ratio < 1 else int(ratio)
+        keep.append(idx[:k])
+    return torch.cat(keep)
+
+
+def select_confident(ev, buffer):
+    """Upstream's --ratio: per class predicted by the classifier head, its most confident images; the project
+    variant ranks a --pyx 0 model's buffer by energy instead (its classifier head is untrained)."""
+    f, probs = ev.forward(buffer)
+    by_energy = ev.args.variant == "project" and ev.train_args["pyx"] == 0
+    score = f if by_energy else probs.max(1).values
+    classes = torch.zeros(len(buffer), dtype=torch.long) if by_energy else probs.argmax(1)
+    keep = per_class_top(ev, buffer, score, classes, ev.args.ratio)
+    return buffer[keep], ("energy f(x)" if by_energy else "classifier confidence per predicted class")
+
+
+def buffer_or_fresh(ev):
+    """The checkpoint's replay buffer, or with --fresh_samples that many images of upstream's persistent chains."""
+    if ev.args.fresh_samples:
+        ev.args.buffer_size = ev.args.fresh_samples
+        return ev.persistent_chains(), f"{ev.args.fresh_samples} new chains ({ev.args.n_sample_steps} rounds of " \
+                                       f"{ev.args.n_steps} steps)"
+    buffer = ev.ckpt.get("replay_buffer")
+    if buffer is None:
+        raise UserError(f"checkpoint {ev.args.load_path} has no replay buffer (trained with --px 0); "
+                        "use --fresh_samples N")
+    return buffer, f"replay buffer ({len(buffer)} images)"
+
+
+def random_grid(samples, path, seed, n=100):
+    """A grid of a random n of the scored images, so it shows every class, not the first block."""
+    pick = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:n]
+    save_grid(samples[pick], path, nrow=10)
+
+
+def mode_fid(ev, out):
+    if ev.args.fresh_samples and ev.args.variant == "project":
+        samples = ev.sample(ev.args.fresh_samples, ev.args.n_sample_steps)
+        source, selection = f"{len(samples)} new chains of {ev.args.n_sample_steps} steps", "all"
+    else:
+        images, source = buffer_or_fresh(ev)
+        samples, how = select_confident(ev, images)
+        selection = f"ratio {ev.args.ratio} by {how}"
+    random_grid(samples, os.path.join(out, "fid_samples.png"), ev.args.seed)
+    return {"source": source, "selection": selection, **ev.generative_scores(samples)}
+
+
+def save_samples(out, samples, chain=None):
+    buf = io.BytesIO()
+    np.savez_compressed(buf, samples=samples.numpy(), **({} if chain is None else {"chain_snapshots": chain.numpy()}))
+    atomic_write_bytes(os.path.join(out, "gen_samples.npz"), buf.getvalue())
+
+
+def mode_gen(ev, out):
+    if ev.args.variant == "upstream":
+        samples = ev.persistent_chains(out)
+        result = {"n_samples": len(samples), "rounds": ev.args.n_sample_steps, "steps_per_round": ev.args.n_steps,
+                  "chains_per_round": min(ev.args.batch_size, len(samples))}
+        save_samples(out, samples)
+    else:
+        snaps = []
+        samples = ev.sample(ev.args.n_samples, ev.args.n_sample_steps, snapshots=snaps)
+        chain = torch.stack(snaps, 1)  # 10 chains x snapshots
+        save_grid(chain.flatten(0, 1), os.path.join(out, "gen_chains.png"), nrow=len(snaps))
+        save_samples(out, samples, chain)
+        result = {"n_samples": len(samples), "n_sample_steps": ev.args.n_sample_steps,
+                  "snapshot_steps": [min(i * ev.args.snapshot_every, ev.args.n_sample_steps) for i in range(len(snaps))]}
+    random_grid(samples, os.path.join(out, "gen_samples.png"), ev.args.seed)
+    if not ev.args.no_fid:
+        result.update(ev.generative_scores(samples))
+    return result
+
+
+def mode_uncond_samples(ev, out):
+    if ev.args.variant == "upstream":
+        x = ev.persistent_chains(out)
+        random_grid(x, os.path.join(out, "uncond_samples.png"), ev.args.seed)
+        return {"n": len(x), "rounds": ev.args.n_sample_steps, "steps_per_round": ev.args.n_steps,
+                "figures": ["uncond_samples.png", "samples_<round>.png"]}
+    x = ev.sample(100, ev.args.n_sample_steps)
+    save_grid(x, os.path.join(out, "uncond_samples.png"), nrow=10)
+    return {"n": 100, "n_sample_steps": ev.args.n_sample_steps, "figures": ["uncond_samples.png"]}
+
+
+def mode_cond_samples(ev, out):
+    """Upstream: buffer images grouped by predicted class, grid i holding images i*k..(i+1)*k of each class;
+    project variant: class-conditional chains."""
+    k = ev.args.n_per_class
+    if ev.args.variant == "upstream":
+        images, source = buffer_or_fresh(ev)
+        pred = ev.forward(images)[1].argmax(1)
+        each = [images[pred == c] for c in range(ev.arch["n_classes"])]
+        n_grids = min(100, -(-max(len(e) for e in each) // k))
+        for i in range(n_grids):
+            save_grid(torch.cat([e[i * k:(i + 1) * k] for e in each]), os.path.join(out, f"samples_{i}.png"), nrow=k)
+        return {"source": source, "per_class_counts": [len(e) for e in each], "grids": n_grids,
+                "figures": ["samples_<i>.png"]}
+    y = torch.arange(ev.arch["n_classes"]).repeat_interleave(k)
+    x = ev.sample(len(y), ev.args.n_sample_steps, y=y)
+    save_grid(x, os.path.join(out, "cond_samples.png"), nrow=k)
+    _, probs = ev.forward(x)
+    return {"n_per_class": k, "n_sample_steps": ev.args.n_sample_steps, "figures": ["cond_samples.png"],
+            "classifier_agrees": float((probs.argmax(1) == y).float().mean())}
+
+
+def mode_best_samples(ev, out):
+    """Upstream's best_samples: per predicted class, the --ratio buffer images of highest logsumexp of the logits."""
+    images, source = buffer_or_fresh(ev)
+    with torch.no_grad():
+        logits = ev.batched(lambda xb: ev.model.classify(xb).cpu(), images)
+    pred, px = logits.argmax(1), logits.logsumexp(1)
+    counts = {}
+    for c in range(ev.arch["n_classes"]):
+        idx = (pred == c).nonzero().flatten()
+        top = idx[px[idx].argsort(descending=True)][:int(len(idx) * ev.args.ratio) if ev.args.ratio < 1 else int(ev.args.ratio)]
+        counts[c] = len(top)
+        if len(top):
+            save_grid(images[top], os.path.join(out, f"topk_{c}.png"))
+    return {"source": source, "per_class_counts": counts, "figures": "topk_<c>.png"}
+
+
+def mode_quality(ev, out):
+    buffer = ev.ckpt.get("replay_buffer")
+    if buffer is None:
+        raise UserError(f"checkpoint {ev.args.load_path} has no replay buffer (trained with --px 0)")
+    _, probs = ev.forward(buffer)
+    conf, pred = probs.max(1)
+    k, counts = ev.args.n_per_class, {}
+    for c in range(ev.arch["n_classes"]):
+        idx = (pred == c).nonzero().flatten()
+        counts[c] = len(idx)
+        if len(idx) == 0:
+            continue
+        order = idx[conf[idx].argsort(descending=True)]
+        save_grid(torch.cat([buffer[order[:k]], buffer[order.flip(0)[:k]]]), os.path.join(out, f"class_{c}_top_bottom.png"), nrow=k)
+    return {"per_class_counts": counts, "figures": "class_<c>_top_bottom.png (row 1: most confident, row 2: least)"}
+
