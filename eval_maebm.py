@@ -15,8 +15,8 @@ from utils.data import DATASETS, dataset_info
 from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int, probability,
                           run_cli)
 from utils.evaluation import MODES
-from utils.evaluation.context import (UPSTREAM_SETS, Evaluation, checkpoint_model, eval_split, load_model,
-                                      select_device)
+from utils.device import select_device
+from utils.evaluation.context import UPSTREAM_SETS, Evaluation, checkpoint_model, eval_split, load_model
 from utils.samplers import SAMPLERS
 
 
@@ -92,7 +92,7 @@ def build_parser():
     g.add_argument("--n_per_class", type=positive_int, default=10, help="quality/cond_samples: images per class")
     for name in ("--print_to_log",):
         p.add_argument(name, action="store_true", help="accepted for upstream compatibility; has no effect here")
-    p.add_argument("--gpu-id", default="", help="accepted for upstream compatibility; use CUDA_VISIBLE_DEVICES")
+    p.add_argument("--gpu-id", default="", help="CUDA device index (default 0)")
     return p
 
 
@@ -129,7 +129,7 @@ def main(argv=None):
         if needs_classifier and train_args.get("pyx", 0) == 0:
             raise UserError(f"--eval {args.eval} needs a trained classifier, but checkpoint {args.load_path} was "
                             "trained without labels (--pyx 0)")
-        device = select_device(args.device)
+        device = select_device(args.device, args.gpu_id)
         torch.manual_seed(args.seed)
         model = load_model(ckpt, arch, train_args, args.load_path, device)
         out = make_out_dir(args)

@@ -6,19 +6,25 @@ fp32-eager against the fast path (bf16 autocast, channels_last, torch.compile), 
 Prints a table and writes JSON (--out).
 """
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from models import build_model  # noqa: E402
-from utils.buffer import ReplayBuffer, uniform_start  # noqa: E402
-from utils.sgld import sgld_sample  # noqa: E402
+from train_maebm import build_parser as train_parser  # noqa: E402
+from utils.buffer import ReplayBuffer  # noqa: E402
+from utils.chain_starts import make_start_fn  # noqa: E402
+from utils.distributed import DistInfo  # noqa: E402
+from utils.samplers import run_sampler  # noqa: E402
 from utils.training import JointLoss  # noqa: E402
+from utils.training.guard import DivergenceGuard  # noqa: E402
+from utils.training.plan import make_plan  # noqa: E402
+from utils.training.setup import FastPath, architecture, make_model_and_optimizer, prepare_model  # noqa: E402
+from utils.training.step import train_step  # noqa: E402
 
 
 def parse():
@@ -53,39 +59,42 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def setup(a, device, fast):
-    torch.manual_seed(0)
-    model = build_model(a.model, 10, a.channels, a.depth, a.width, "batch", image_size=a.image_size).to(device)
-    fmt = torch.channels_last if fast else torch.contiguous_format
-    model.to(memory_format=fmt)
-    if fast:
-        model.compile()
-    shape = (a.channels, a.image_size, a.image_size)
-    buffer = ReplayBuffer(uniform_start(10000, shape, device))
-    optim = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-    step = JointLoss(model, 1.0, 1.0, 0.5)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if fast else contextlib.nullcontext
-    x_p = torch.rand(a.batch_size, *shape, device=device).mul(2).sub(1).contiguous(memory_format=fmt)
-    x_l = torch.rand(a.pyx_batch_size, *shape, device=device).mul(2).sub(1).contiguous(memory_format=fmt)
-    y_l = torch.randint(0, 10, (a.pyx_batch_size,), device=device)
-    start = lambda n, y=None: uniform_start(n, shape, device)
+class SyntheticStream:
+    """A data stream of fixed random images and labels, standing in for the loaders."""
 
-    def iteration():
-        with autocast():
-            x0, idx = buffer.draw(a.batch_size, start, 0.05)
-            x_q = sgld_sample(model, x0.contiguous(memory_format=fmt), a.n_steps, 1.0, 0.001)
-            buffer.update(idx, x_q)
-            loss, _ = step(x_p, x_q, x_l, y_l)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+    def __init__(self, n, shape, device, fast):
+        self.batch = (fast.layout(torch.rand(n, *shape, device=device) * 2 - 1), torch.randint(0, 10, (n,), device=device))
+
+    def next(self):
+        return self.batch
+
+
+def setup(a, device, fast):
+    """The real training step (utils/training/step.py) on the published M-JEM flags at the bench's sizes."""
+    torch.manual_seed(0)
+    flags = train_parser().parse_args(
+        ["--model", a.model, "--depth", str(a.depth), "--width", str(a.width), "--batch_size", str(a.batch_size),
+         "--pyx_batch_size", str(a.pyx_batch_size), "--n_steps", str(a.n_steps), "--sgld_std", "0.001",
+         "--l2_coeff", "0.5", "--uncond", "--init", "u", "--lr", "1e-4", "--device", device.type,
+         "--amp", "on" if fast else "off", "--channels_last", "on" if fast else "off"] + (["--compile"] if fast else []))
+    shape = (a.channels, a.image_size, a.image_size)
+    dist = DistInfo()
+    model, optim = make_model_and_optimizer(flags, architecture(flags, a.channels, a.image_size, 10), device, dist)
+    path = FastPath(flags, device)
+    prepare_model(model, flags, path, None, device, fresh=False)
+    start_fn = make_start_fn(flags, shape, device, None)
+    parts = SimpleNamespace(args=flags, plan=make_plan(flags, 10, 1), model=model, optim=optim,
+                            buffer=ReplayBuffer(start_fn(10000)), start_fn=start_fn, thermo=None, fast=path,
+                            device=device, px_stream=SyntheticStream(a.batch_size, shape, device, path),
+                            lab_stream=SyntheticStream(a.pyx_batch_size, shape, device, path),
+                            loss=JointLoss(model, 1.0, 1.0, 0.5))
+    guard = DivergenceGuard(flags, device, dist)
 
     def sampler(bs):
-        x0 = start(bs).contiguous(memory_format=fmt)
-        with autocast():
-            return sgld_sample(model, x0, a.n_steps, 1.0, 0.001)
+        with path.autocast():
+            return run_sampler("sgld", model, path.layout(start_fn(bs)), a.n_steps, 1.0, 0.001)
 
-    return model, iteration, sampler, x_p
+    return model, lambda: train_step(parts, 0, 1e-4, False, guard), sampler, parts.px_stream.batch[0]
 
 
 def timed(fn, n, warmup, device):

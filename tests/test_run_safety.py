@@ -20,6 +20,7 @@ from utils.evaluation.generative import random_grid
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.run_dir import RunLock, read_metrics
+from utils.training import reporting, step
 
 
 def train(save, fmnist_root, fmnist_centers, *extra, check=True):
@@ -126,9 +127,10 @@ def test_eval_chains_start_as_training_did(init, tmp_path, fmnist_root):
 
 
 def test_class_conditional_grids_use_the_runs_sampler(monkeypatch, tmp_path, fmnist_root, fmnist_centers):
-    calls, real = [], train_maebm.run_sampler
-    monkeypatch.setattr(train_maebm, "run_sampler", lambda name, model, x, n_steps, *a, **k:
-                        calls.append((name, n_steps)) or real(name, model, x, n_steps, *a, **k))
+    calls, real = [], step.run_sampler
+    spy = lambda name, model, x, n_steps, *a, **k: calls.append((name, n_steps)) or real(name, model, x, n_steps, *a, **k)
+    monkeypatch.setattr(step, "run_sampler", spy)  # the training chains
+    monkeypatch.setattr(reporting, "run_sampler", spy)  # the class-conditional grids
     assert train_maebm.main(["--data_root", fmnist_root, "--center_dir", fmnist_centers, "--save_dir",
                              str(tmp_path / "run"), *TINY, "--n_steps", "1", "--max_iters", "10", "--sampler",
                              "langevin", "--plot_cond"]) == 0

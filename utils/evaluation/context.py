@@ -33,14 +33,6 @@ UPSTREAM_INIT = {"i": "gm", "r": "u"}  # upstream eval's --init: i(nform) / r(an
 UPSTREAM_MODEL_DEFAULTS = {"model": "wrn", "depth": 28, "width": 10, "norm": "batch"}
 
 
-def select_device(name):
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    return torch.device("cuda")
-
-
 def eval_split(name):
     """(dataset, train split?) of an eval --dataset / --datasets name."""
     if name in UPSTREAM_SETS:

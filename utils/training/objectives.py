@@ -1,21 +1,15 @@
-"""Pieces of the training loop: lr schedule, losses, resumable data streams, evaluation."""
-import torch
+"""The training objectives: contrastive divergence on marginal or joint energies, regularisers, cross-entropy."""
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-def lr_at(base_lr, iteration, epoch, warmup_iters, decay_epochs, decay_rate, decay_every=0):
-    """Upstream's schedule: linear warm-up over `warmup_iters`, times decay_rate at each decay epoch
-    (or every `decay_every` epochs, as StepLR)."""
-    n_decays = epoch // decay_every if decay_every else sum(epoch >= e for e in decay_epochs)
-    lr = base_lr * decay_rate ** n_decays
-    if warmup_iters > 0 and iteration <= warmup_iters:
-        lr = min(lr, base_lr * iteration / warmup_iters)
-    return lr
-
-
 OBJECTIVES = ("maebm", "jem", "m_ebm", "j_ebm", "gcl", "dcl")
 CONDITIONAL_OBJECTIVES = ("j_ebm", "gcl")  # chains are sampled given the data batch's labels
+
+
+def has_generative_term(objective):
+    """dcl is the one objective without a p(x) or p(x, y) term: the rule, in one place."""
+    return objective != "dcl"
 
 
 def energy_regulariser(f_data, f_samples, alpha, kind="asym"):
@@ -54,7 +48,7 @@ class JointLoss(nn.Module):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
         self.model, self.pyx, self.l2_coeff = model, pyx, l2_coeff
-        self.px = 0.0 if objective == "dcl" else px
+        self.px = px if has_generative_term(objective) else 0.0
         self.objective, self.gamma, self.reg = objective, gamma, reg
 
     def generative_term(self, x_data, y_data, x_samples, y_samples):
@@ -85,55 +79,3 @@ class JointLoss(nn.Module):
             loss = loss + self.pyx * l_pyx
             logs.update({"loss/pyx": l_pyx.detach(), "train/acc": acc})
         return loss, logs
-
-
-class ResumableStream:
-    """Endless batches from a loader with an EpochSampler, restartable at any (epoch, batch)."""
-
-    def __init__(self, loader, epoch=0, batch=0):
-        self.loader = loader
-        self.batches_per_epoch = len(loader) if loader is not None else 0  # None: a dataset without labels
-        self.epoch, self.batch = epoch, batch
-        self._it = None
-
-    def seek(self, epoch, batch):
-        self.epoch, self.batch, self._it = epoch, batch, None
-
-    def next(self):
-        if self.batch >= self.batches_per_epoch:
-            self.epoch, self.batch, self._it = self.epoch + 1, 0, None
-        if self._it is None:
-            self.loader.sampler.set_epoch(self.epoch, self.batch * self.loader.batch_size)
-            self._it = iter(self.loader)
-        self.batch += 1
-        return next(self._it)
-
-    def position(self):
-        return {"epoch": self.epoch, "batch": self.batch}
-
-
-def input_grad_norm(model, x, y=None):
-    """Mean ||grad_x f(x)|| over a batch, in eval mode so BatchNorm statistics stay as they are."""
-    was_training = model.training
-    model.eval()
-    x = x.detach().requires_grad_(True)
-    g, = torch.autograd.grad(model(x, y)[0].sum(), x)
-    model.train(was_training)
-    return float(g.flatten(1).norm(dim=1).mean())
-
-
-@torch.no_grad()
-def evaluate_classifier(model, loader, device):
-    """(mean cross-entropy, accuracy, mean f(x)) of the model in eval mode over a labelled loader."""
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, f_sum, n = 0.0, 0, 0.0, 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        fx, logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        f_sum += fx.sum().item()
-        n += len(y)
-    model.train(was_training)
-    return loss_sum / n, correct / n, f_sum / n

@@ -1,0 +1,127 @@
+"""The training loop's pieces called directly: the plan, one train step, the checkpoint state round trip, and the
+divergence guard's rollback."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import train_maebm
+from utils.buffer import ReplayBuffer
+from utils.chain_starts import make_start_fn
+from utils.checkpoint import CheckpointDir, load_checkpoint
+from utils.distributed import DistInfo
+from utils.errors import UserError
+from utils.run_dir import RunLogger
+from utils.training import JointLoss
+from utils.training.guard import DivergenceGuard
+from utils.training.plan import make_plan
+from utils.training.setup import FastPath, architecture, make_model_and_optimizer
+from utils.training.state import TrainState
+from utils.training.step import train_step
+
+SHAPE = (1, 28, 28)
+
+
+class FixedBatches:
+    """A stream with a position, like ResumableStream, always yielding the same labelled batch."""
+
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        y = torch.arange(n) % 10
+        self.batch = ((y.float() / 9 * 1.6 - 0.8).view(-1, 1, 1, 1) + 0.1 * torch.randn(n, *SHAPE, generator=g), y)
+        self.epoch = self.batch_index = 0
+
+    def next(self):
+        self.batch_index += 1
+        return self.batch
+
+    def position(self):
+        return {"epoch": self.epoch, "batch": self.batch_index}
+
+    def seek(self, epoch, batch):
+        self.epoch, self.batch_index = epoch, batch
+
+
+def make_parts(tmp_path, *flags):
+    args = train_maebm.build_parser().parse_args(
+        ["--model", "cnn", "--width", "1", "--batch_size", "16", "--buffer_size", "64", "--n_steps", "2", "--init", "u",
+         "--save_dir", str(tmp_path / "run"), "--optimizer", "adam", "--lr", "0.003", *flags])
+    device, dist = torch.device("cpu"), DistInfo()
+    torch.manual_seed(0)
+    arch = architecture(args, 1, 28, 10)
+    model, optim = make_model_and_optimizer(args, arch, device, dist)
+    start_fn = make_start_fn(args, SHAPE, device, None)
+    plan = make_plan(args, 10, 1)
+    parts = SimpleNamespace(args=args, plan=plan, model=model.train(), optim=optim, start_fn=start_fn, thermo=None,
+                            buffer=ReplayBuffer(start_fn(64)) if plan.sampling else None, fast=FastPath(args, device),
+                            device=device, px_stream=FixedBatches(16, 1), lab_stream=FixedBatches(32, 2),
+                            loss=JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective))
+    (tmp_path / "run").mkdir(parents=True, exist_ok=True)
+    state = TrainState(args, arch, model, optim, parts.buffer, parts.px_stream, parts.lab_stream, None,
+                       CheckpointDir(args.save_dir, 3), dist)
+    return parts, state, DivergenceGuard(args, device, dist), RunLogger(args.save_dir, tensorboard=False)
+
+
+def test_plan_decides_terms_and_chain_labels_once():
+    parse = lambda *f: train_maebm.build_parser().parse_args(["--model", "cnn", *f])
+    dcl = make_plan(parse("--objective", "dcl", "--thermo"), 10, 1)
+    assert (dcl.generative, dcl.sampling, dcl.classifying) == (False, True, True)
+    y = torch.tensor([3, 1])
+    assert torch.equal(make_plan(parse("--objective", "j_ebm"), 10, 1).chain_labels(y, 2, "cpu"), y)
+    drawn = make_plan(parse("--class_cond_p_x_sample"), 10, 1).chain_labels(None, 500, "cpu")
+    assert drawn.shape == (500,) and set(drawn.tolist()) == set(range(10))
+    assert make_plan(parse(), 10, 1).chain_labels(y, 2, "cpu") is None
+    with pytest.raises(UserError, match="--pyx is 0"):
+        make_plan(parse("--objective", "dcl", "--pyx", "0"), 10, 1)
+
+
+def test_classifier_steps_lower_the_loss(tmp_path):
+    parts, _, guard, _ = make_parts(tmp_path, "--px", "0")
+    losses = [train_step(parts, i, 0.003, False, guard).loss.item() for i in range(25)]
+    assert losses[-1] < 0.5 * losses[0] and not guard.diverged()
+
+
+def test_a_step_runs_the_chains_and_writes_them_back(tmp_path):
+    parts, _, guard, _ = make_parts(tmp_path, "--uncond", "--pyx", "0", "--reinit_freq", "0")
+    before = parts.buffer.samples.clone()
+    result = train_step(parts, 0, 0.003, True, guard)
+    changed = (parts.buffer.samples != before).flatten(1).any(1)
+    assert result.x_q.shape == (16, *SHAPE) and len(result.trace) == 2 and 1 <= int(changed.sum()) <= 16
+    assert {"loss/px", "energy/f_data", "energy/f_samples"} <= set(result.logs) and "loss/pyx" not in result.logs
+    assert any(torch.equal(result.x_q[i], parts.buffer.samples[j]) for i in range(16) for j in range(64))
+
+
+def test_checkpoint_state_round_trip(tmp_path):
+    parts, state, guard, logger = make_parts(tmp_path, "--uncond")
+    for i in range(3):
+        train_step(parts, i, 0.003, False, guard)
+        state.advance(10)
+    state.best_valid_acc, state.lr_scale = 0.5, 0.25
+    state.save()
+    saved_rng = torch.get_rng_state()
+    ckpt = load_checkpoint(str(tmp_path / "run" / "last_ckpt.pt"))
+    other, other_state, _, _ = make_parts(tmp_path / "other", "--uncond")
+    other_state.restore(ckpt, logger)
+    assert (other_state.iteration, other_state.batch, other_state.best_valid_acc, other_state.lr_scale) == (3, 3, 0.5, 0.25)
+    assert all(torch.equal(v, other.model.state_dict()[k]) for k, v in parts.model.state_dict().items())
+    assert torch.equal(other.buffer.samples, parts.buffer.samples) and torch.equal(torch.get_rng_state(), saved_rng)
+    assert other.px_stream.position() == parts.px_stream.position()
+    assert other.optim.state_dict()["state"][0]["step"] == parts.optim.state_dict()["state"][0]["step"]
+
+
+def test_guard_rolls_back_to_the_last_checkpoint_with_a_smaller_lr(tmp_path):
+    parts, state, guard, logger = make_parts(tmp_path, "--uncond", "--max_rollbacks", "1")
+    state.save()
+    good = {k: v.clone() for k, v in parts.model.state_dict().items()}
+    for i in range(2):
+        result = train_step(parts, i, 0.003, False, guard)
+        state.advance(10)
+    guard.flag(torch.tensor(True))
+    assert guard.diverged()
+    guard.roll_back(state, logger, 2, result.x_q)
+    assert (state.iteration, state.rollbacks, state.lr_scale, state.rolled_back_to) == (0, 1, 0.5, 0)
+    assert all(torch.equal(v, good[k]) for k, v in parts.model.state_dict().items()) and not guard.diverged()
+    assert (tmp_path / "run" / "diverge_0_00000002.png").is_file()
+    guard.flag(torch.tensor(True))
+    with pytest.raises(UserError, match="after 1 rollbacks"):
+        guard.roll_back(state, logger, 1, result.x_q)

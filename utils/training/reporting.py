@@ -1,0 +1,97 @@
+"""What the loop reports: metric rows, sample grids, long-run probes, and the end-of-epoch evaluation."""
+import os
+
+import torch
+
+from utils.buffer import uniform_start
+from utils.chain_diag import chain_summary, long_run_chains, plot_chain_trace
+from utils.distributed import broadcast_object
+from utils.run_dir import save_grid
+from utils.samplers import run_sampler
+from utils.training.measure import evaluate_classifier, input_grad_norm
+
+
+def log_iteration(parts, logger, bar, result, iteration, epoch, lr):
+    """One metrics row (one host sync): losses, energies, the learning diagnostics and the chains' summary."""
+    values = {k: float(v) for k, v in {"loss/total": result.loss.detach(), **result.logs}.items()}
+    if parts.plan.generative:  # diagnostics of learning: energy gap and the samples' input-gradient size
+        values["diag/energy_gap"] = values["energy/f_data"] - values["energy/f_samples"]
+        values["diag/grad_norm"] = input_grad_norm(parts.model, result.x_q, result.y_q)
+    if parts.plan.sampling:
+        values.update(chain_summary(torch.stack(result.trace), "chain"))
+    logger.metrics(iteration, epoch=epoch, lr=lr, **values)
+    bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}")
+    logger.log(f"it {iteration} ep {epoch} lr {lr:.4g} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),
+               echo=False)
+
+
+def save_iteration_grids(args, result, iteration, epoch):
+    samples = os.path.join(args.save_dir, "samples")
+    save_grid(result.x_q, os.path.join(samples, f"x_q_{epoch}_{iteration:08d}.png"))
+    plot_chain_trace(torch.stack(result.trace), os.path.join(samples, f"chains_{epoch}_{iteration:08d}.png"),
+                     f"iteration {iteration}: the {args.n_steps} steps of this batch's chains")
+
+
+def long_run(parts, logger, iteration, epoch):
+    """Long-run chains from uniform noise: a grid of where they end, their energy traces, and the end values."""
+    args, shape, device = parts.args, parts.image_shape, parts.device
+    x, trace = long_run_chains(parts.model, lambda n: uniform_start(n, shape, device), args.long_run_n,
+                               args.long_run_steps, args.sampler, args.sgld_lr, args.sgld_std, args.n_leapfrog,
+                               args.seed, device, parts.fast.autocast)
+    values = chain_summary(trace, "long_run")
+    logger.metrics(iteration, epoch=epoch, **values)
+    logger.log(f"long-run chains ({args.long_run_steps} steps) after iteration {iteration}: "
+               + " ".join(f"{k}={v:.4f}" for k, v in values.items()), echo=False)
+    if not args.novis:
+        out = os.path.join(args.save_dir, "long_run")
+        os.makedirs(out, exist_ok=True)
+        save_grid(x, os.path.join(out, f"long_run_{iteration:08d}.png"))
+        plot_chain_trace(trace, os.path.join(out, f"long_run_{iteration:08d}_chains.png"),
+                         f"{args.long_run_n} chains from uniform noise, {args.long_run_steps} steps, after iteration {iteration}")
+
+
+def evaluate_epoch(parts, state, logger, epoch):
+    """Validation/test metrics, best_valid_ckpt.pt, and the epoch's sample grids (rank 0's numbers decide)."""
+    args, model, data, device, dist = parts.args, parts.model, parts.data, parts.device, parts.dist
+    results = {}
+    if data.valid is not None:
+        results["valid/loss"], results["valid/acc"], results["valid/f"] = evaluate_classifier(model, data.valid, device)
+    if data.test is not None:
+        results["test/loss"], results["test/acc"], results["test/f"] = evaluate_classifier(model, data.test, device)
+    results = broadcast_object(results, dist)
+    if results:
+        logger.metrics(state.iteration, epoch=epoch, **results)
+        logger.log(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    if data.valid is not None and parts.plan.classifying and results["valid/acc"] > state.best_valid_acc:
+        state.best_valid_acc = results["valid/acc"]
+        state.save("best_valid_ckpt.pt")
+    if args.novis or parts.buffer is None or not dist.is_main:
+        return
+    if args.plot_uncond:
+        save_grid(parts.buffer.samples[:100], os.path.join(args.save_dir, "samples", f"buffer_{epoch}.png"))
+    if args.plot_cond and not args.uncond:
+        # eval mode so that drawing these grids leaves the BatchNorm statistics of training untouched
+        model.eval()
+        y = torch.arange(data.n_classes, device=device).repeat_interleave(10)
+        x, _ = run_sampler(args.sampler, model, parts.start_fn(len(y), y), args.n_steps * 10, args.sgld_lr,
+                           args.sgld_std, y=y, n_leapfrog=args.n_leapfrog)
+        model.train()
+        save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
+
+
+def finish_iteration(parts, state, logger, bar, result, iteration, epoch, lr, epoch_end, ckpt_due):
+    """Everything after a healthy step, in order: metrics row, sample grids, long-run probe, end-of-epoch
+    evaluation and checkpoints."""
+    args, main = parts.args, parts.dist.is_main
+    if iteration % args.print_every == 0:
+        log_iteration(parts, logger, bar, result, iteration, epoch, lr)
+    if parts.plan.sampling and not args.novis and iteration % args.plot_every == 0 and main:
+        save_iteration_grids(args, result, iteration, epoch)
+    if parts.plan.sampling and args.long_run_every and state.iteration % args.long_run_every == 0 and main:
+        long_run(parts, logger, state.iteration, epoch)
+    if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
+        evaluate_epoch(parts, state, logger, epoch)
+    if epoch_end and epoch % args.ckpt_every == 0:
+        state.save(f"ckpt_{epoch}.pt")
+    if ckpt_due:
+        state.save()

@@ -1,0 +1,146 @@
+"""Everything train() builds before its loop: device, data, model, optimizer, buffer, fast path, starting
+checkpoint and run directory. Each function is one decision, shared with the benchmarks."""
+import contextlib
+import os
+from types import SimpleNamespace
+
+import torch
+from torch.utils.data import Subset
+
+from models import build_model
+from models.norms import ActNorm
+from utils.buffer import ReplayBuffer
+from utils.checkpoint import CheckpointDir, load_checkpoint
+from utils.data import (DATASETS, UNLABELLED, dataset_labels, image_transform, labelled_subset, load_dataset,
+                        make_loader, split_train_valid)
+from utils.errors import UserError
+from utils.run_dir import RunLogger, prepare_run_dir
+from utils.upstream import adopt_upstream_checkpoint
+
+ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond", "spectral_norm")
+
+
+class FastPath:
+    """--amp (bf16 autocast) and --channels_last: 'auto' turns each on for CUDA only; off is fp32 as published."""
+
+    def __init__(self, args, device):
+        on = lambda v: v == "on" or (v == "auto" and device.type == "cuda")
+        self.amp, self.channels_last = on(args.amp), on(args.channels_last)
+        self.device_type = device.type
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
+    def layout(self, x):
+        return x if x is None else x.contiguous(memory_format=self.memory_format)
+
+
+def load_data(args, device, dist_info):
+    """Train (un-augmented for p(x), augmented for p(y|x)), validation and test loaders; a dataset without labels
+    (CelebA) has p(x) batches only."""
+    unlabelled = args.dataset in UNLABELLED
+    if unlabelled and (args.pyx > 0 or args.objective != "maebm" or args.n_valid):
+        raise UserError(f"--dataset {args.dataset} has no labels: train it on p(x) alone (--pyx 0, --objective maebm, "
+                        "--n_valid 0), as upstream's train_maebm_celeba.py does")
+    load = lambda train, augment: load_dataset(args.dataset, args.data_root, train,
+                                               image_transform(args.dataset, augment), args.download)
+    train_plain = load(True, False)
+    train_aug = None if unlabelled else load(True, True)
+    test_set = None if unlabelled else load(False, False)
+    labels = dataset_labels(train_plain)
+    n_classes = DATASETS[args.dataset][2] or int(labels.max()) + 1
+    if args.n_valid:
+        train_idx, valid_idx = split_train_valid(len(train_plain), args.n_valid, args.seed)
+    else:
+        train_idx, valid_idx = torch.arange(len(train_plain)), torch.arange(0)
+    labelled_idx = labelled_subset(train_idx, labels, args.labels_per_class, args.seed)
+    workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
+    eval_loader = lambda ds: make_loader(ds, 256, args.seed, workers, shuffle=False, drop_last=False)
+    shard = dict(rank=dist_info.rank, world=dist_info.world)
+    return SimpleNamespace(
+        n_classes=n_classes, n_train=len(train_idx), n_valid=len(valid_idx), n_test=len(test_set or ()),
+        px=make_loader(Subset(train_plain, train_idx.tolist()), args.batch_size, args.seed, workers, **shard),
+        labelled=None if unlabelled else make_loader(Subset(train_aug, labelled_idx.tolist()), args.pyx_batch_size,
+                                                     args.seed + 1, workers, **shard),
+        valid=eval_loader(Subset(train_plain, valid_idx.tolist())) if args.n_valid else None,
+        test=None if unlabelled else eval_loader(test_set))
+
+
+def architecture(args, in_channels, image_size, n_classes):
+    """What a checkpoint must match to be loaded into this run's model."""
+    return {**{k: getattr(args, k) for k in ARCH_KEYS}, "in_channels": in_channels,
+            "image_size": image_size, "n_classes": n_classes}
+
+
+def read_start_checkpoint(args, arch):
+    """(checkpoint, path, unreadable newer ones) of --resume or --load_path, or (None, None, []); read before the
+    run directory is touched, so a bad checkpoint changes nothing."""
+    if args.resume is not None:
+        if not os.path.isdir(args.save_dir):
+            raise UserError(f"--resume: {args.save_dir} is not a run directory")
+        try:
+            ckpt, path, skipped = CheckpointDir(args.save_dir).newest_loadable()
+        except UserError as e:
+            raise UserError(f"--resume: {e}") from None
+    elif args.load_path:
+        ckpt, path, skipped = load_checkpoint(args.load_path, allow_upstream=True), args.load_path, []
+        if ckpt.get("upstream"):
+            ckpt = adopt_upstream_checkpoint(ckpt, arch, path)
+    else:
+        return None, None, []
+    theirs = ckpt.get("arch", {})
+    diff = [f"{k}={theirs.get(k)!r} in the checkpoint vs {v!r} in the flags" for k, v in arch.items() if theirs.get(k) != v]
+    if diff:
+        raise UserError(f"checkpoint {path} does not match the flags: " + "; ".join(diff))
+    return ckpt, path, skipped
+
+
+def open_run_dir(args, dist_info, on_main):
+    """(lock held for the run's life, logger): the directory prepared on rank 0, the command recorded."""
+    run_dir = {}
+    on_main(lambda: run_dir.update(zip(("lock", "archive"), prepare_run_dir(args.save_dir, args.overwrite,
+                                                                            args.resume is not None))), dist_info)
+    logger = RunLogger(args.save_dir, enabled=dist_info.is_main)
+    if run_dir.get("archive"):
+        logger.log(f"--overwrite: the previous run's files were moved to {run_dir['archive']}")
+    on_main(lambda: logger.record_command(args), dist_info)
+    return run_dir.get("lock"), logger
+
+
+def make_model_and_optimizer(args, arch, device, dist_info):
+    model = build_model(args.model, arch["n_classes"], arch["in_channels"], args.depth, args.width, args.norm,
+                        args.dropout_rate, args.uncond, arch["image_size"], args.spectral_norm).to(device)
+    if args.sync_bn and dist_info.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    params = model.class_output.parameters() if args.clf_only else model.parameters()
+    if args.optimizer == "adam":
+        optim = torch.optim.Adam(params, lr=args.lr, betas=(args.adam_beta1, 0.999), weight_decay=args.weight_decay)
+    else:
+        optim = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+    return model, optim
+
+
+def make_buffer(args, plan, start_fn, device, dist_info):
+    """This rank's share of the replay buffer (class blocks when chains are drawn given a class), or None for
+    --short_run and runs that draw no chains."""
+    if not plan.sampling or args.short_run:
+        return None
+    shard = args.buffer_size // dist_info.world
+    if plan.class_blocked and shard % plan.n_classes:
+        raise UserError(f"--buffer_size: each process's {shard} chains are not divisible by the {plan.n_classes} classes")
+    block_y = torch.arange(plan.n_classes, device=device).repeat_interleave(shard // plan.n_classes) \
+        if plan.class_blocked else None
+    return ReplayBuffer(start_fn(shard, block_y), plan.n_classes if plan.class_blocked else None)
+
+
+def prepare_model(model, args, fast, data, device, fresh):
+    """Fast-path layout and compilation; a fresh run's ActNorm layers initialised from real data."""
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.compile()
+    if fresh and any(isinstance(m, ActNorm) for m in model.modules()):
+        with torch.no_grad():  # ActNorm initialises from its first batch: make that real data
+            first = torch.stack([data.px.dataset[i][0] for i in range(min(64, len(data.px.dataset)))])
+            model(fast.layout(first.to(device)))

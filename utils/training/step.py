@@ -1,0 +1,68 @@
+"""One training iteration: draw the batches, run the chains, take the loss and one optimizer step."""
+from dataclasses import dataclass, field
+
+import torch
+
+from utils.samplers import run_sampler
+from utils.thermo import energies as thermo_energies
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    logs: dict  # detached tensors, read only when the iteration reports
+    x_q: torch.Tensor = None  # the chains' final samples
+    y_q: torch.Tensor = None  # the labels they were drawn given
+    trace: list = field(default=None)  # per-step chain energies and gradient norms, when asked for
+
+
+def draw_chains(parts, y_q, want_trace):
+    """(samples, sampler info, trace): --batch_size chains from the buffer (or fresh, --short_run) through
+    --n_steps sampler steps, written back to the buffer."""
+    args, model, buffer = parts.args, parts.model, parts.buffer
+    if buffer is None:
+        x0 = parts.start_fn(args.batch_size, y_q)
+    else:
+        x0, idx = buffer.draw(args.batch_size, parts.start_fn, args.reinit_freq, y_q)
+    if not parts.plan.generative:  # measurement chains leave the BatchNorm statistics of training alone
+        model.eval()
+    trace = [] if want_trace else None
+    x_q, info = run_sampler(args.sampler, model, parts.fast.layout(x0), args.n_steps, args.sgld_lr, args.sgld_std,
+                            y=y_q, n_leapfrog=args.n_leapfrog, trace=trace)
+    model.train()
+    if buffer is not None:
+        buffer.update(idx, x_q)
+    return x_q, info, trace
+
+
+def train_step(parts, iteration, lr, want_trace, guard):
+    """One iteration at learning rate `lr`; non-finite samples or loss are flagged on `guard` (no host sync)."""
+    args, plan, model, device = parts.args, parts.plan, parts.model, parts.device
+    for group in parts.optim.param_groups:
+        group["lr"] = lr
+    x_p = y_p = x_l = y_l = x_q = y_q = trace = None
+    with parts.fast.autocast():
+        if plan.generative:
+            x_p, y_p = (t.to(device, non_blocking=True) for t in parts.px_stream.next())
+            if args.sigma > 0:
+                x_p = x_p + args.sigma * torch.randn_like(x_p)
+        if plan.sampling:
+            y_q = plan.chain_labels(y_p, args.batch_size, device)
+            x_q, sampler_info, trace = draw_chains(parts, y_q, want_trace)
+            guard.flag(~torch.isfinite(x_q).all())
+        if plan.classifying:
+            x_l, y_l = (t.to(device, non_blocking=True) for t in parts.lab_stream.next())
+        layout = parts.fast.layout
+        loss, logs = parts.loss(layout(x_p), x_q, layout(x_l), y_l, y_data=y_p, y_samples=y_q)
+        logs.update({f"sampler/{k}": v for k, v in sampler_info.items()} if plan.sampling else {})
+    guard.flag(~torch.isfinite(loss) | (loss.detach().abs() > args.diverge_threshold))
+    if parts.thermo is not None:
+        e_before, y_thermo = thermo_energies(model, x_q, y_q)
+    parts.optim.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+    parts.optim.step()
+    if parts.thermo is not None:
+        parts.thermo.record(iteration, e_before, thermo_energies(model, x_q, y_thermo)[0])
+    return StepResult(loss, logs, x_q, y_q, trace)
