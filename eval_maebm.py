@@ -17,7 +17,7 @@ from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, p
 from utils.evaluation import MODES
 from utils.device import select_device
 from utils.evaluation.context import UPSTREAM_SETS, Evaluation, checkpoint_model, eval_split, load_model
-from utils.samplers import SAMPLERS
+from utils.sampling.samplers import SAMPLERS
 
 
 def build_parser():

@@ -14,11 +14,11 @@ import torch
 
 from models.energy_nets import PointEnergy
 from utils.ais import ais_log_z
-from utils.buffer import ReplayBuffer
+from utils.sampling.buffer import ReplayBuffer
 from utils.checkpoint import atomic_torch_save, atomic_write_text
 from utils.errors import ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int, probability, run_cli
 from utils.run_dir import RunLogger, prepare_run_dir
-from utils.samplers import SAMPLERS, run_sampler
+from utils.sampling.samplers import SAMPLERS, run_sampler
 from utils.toy import TOY_DATASETS, density_distances, grid_points
 from utils.training import px_loss
 

@@ -14,14 +14,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from models import MODELS, NORMS
-from utils.chain_starts import make_start_fn
+from utils.sampling.starts import make_start_fn
 from utils.checkpoint import CheckpointDir
 from utils.data import DATASETS, dataset_info
 from utils.device import select_device, wants_cuda
 from utils.distributed import any_rank, init_distributed, max_parameter_difference, on_main, shutdown
 from utils.errors import (ArgumentParser, UserError, int_or_minus_one, nonneg_float, nonneg_int, positive_float,
                           positive_int, probability, run_cli)
-from utils.samplers import SAMPLERS
+from utils.sampling.samplers import SAMPLERS
 from utils.thermo import ThermoRecorder
 from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
 from utils.training.guard import DivergenceGuard

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from utils.samplers import (SAMPLERS, adam_sample, gd_momentum_sample, hmc_sample, langevin_exact_sample,
+from utils.sampling.samplers import (SAMPLERS, adam_sample, gd_momentum_sample, hmc_sample, langevin_exact_sample,
                             langevin_sample, mala_sample, run_sampler, tutorial_sample)
-from utils.sgld import sgld_sample
+from utils.sampling.sgld import sgld_sample
 
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)
 SIGMA = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.buffer import ReplayBuffer, uniform_start
-from utils.chain_starts import make_start_fn
-from utils.sgld import sgld_sample
+from utils.sampling.buffer import ReplayBuffer, uniform_start
+from utils.sampling.starts import make_start_fn
+from utils.sampling.sgld import sgld_sample
 
 
 class Quadratic(nn.Module):

@@ -9,7 +9,7 @@ import torch
 
 from conftest import TINY, run_script
 from utils.ais import ais_log_z
-from utils.samplers import mala_sample
+from utils.sampling.samplers import mala_sample
 from utils.thermo import COLUMNS, ThermoRecorder, energies, jarzynski_std_error
 from utils.toy import GaussianMixtureEnergy
 

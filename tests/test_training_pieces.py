@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import train_maebm
-from utils.buffer import ReplayBuffer
-from utils.chain_starts import make_start_fn
+from utils.sampling.buffer import ReplayBuffer
+from utils.sampling.starts import make_start_fn
 from utils.checkpoint import CheckpointDir, load_checkpoint
 from utils.distributed import DistInfo
 from utils.errors import UserError

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from utils.samplers import mala_sample
+from utils.sampling.samplers import mala_sample
 
 
 def gaussian_log_normaliser(dim, std):

@@ -9,15 +9,15 @@ import torch
 from tqdm import tqdm
 
 from models import build_model, load_weights
-from utils.chain_starts import make_start_fn
+from utils.sampling.starts import make_start_fn
 from utils.checkpoint import atomic_write_bytes
 from utils.data import DATASETS, dataset_info, image_transform, load_dataset
 from utils.errors import UserError
 from utils.fid import (CONVENTION, extract, feature_stats, frechet_distance, inception_score,
                        kernel_inception_distance, load_inception)
 from utils.run_dir import save_grid
-from utils.samplers import run_sampler
-from utils.sgld import sgld_sample
+from utils.sampling.samplers import run_sampler
+from utils.sampling.sgld import sgld_sample
 from utils.upstream import adopt_upstream_checkpoint, upstream_architecture
 
 

@@ -9,7 +9,7 @@ from torch.utils.data import Subset
 
 from models import build_model
 from models.norms import ActNorm
-from utils.buffer import ReplayBuffer
+from utils.sampling.buffer import ReplayBuffer
 from utils.checkpoint import CheckpointDir, load_checkpoint
 from utils.data import (DATASETS, UNLABELLED, dataset_labels, image_transform, labelled_subset, load_dataset,
                         make_loader, split_train_valid)

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from utils.samplers import run_sampler
+from utils.sampling.samplers import run_sampler
 from utils.thermo import energies as thermo_energies
 
 

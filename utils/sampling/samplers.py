@@ -8,7 +8,7 @@ chain at the state the step starts from (values the step computes anyway: no ext
 """
 import torch
 
-from utils.sgld import record_trace, sgld_sample
+from utils.sampling.sgld import record_trace, sgld_sample
 
 SAMPLERS = ("sgld", "tutorial", "langevin", "langevin_exact", "gd_momentum", "adam", "mala", "hmc")
 

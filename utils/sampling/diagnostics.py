@@ -1,7 +1,7 @@
 """Diagnostics of the sampling chains: energy and gradient norm along each chain, and long-run chains."""
 import torch
 
-from utils.samplers import run_sampler
+from utils.sampling.samplers import run_sampler
 
 
 def chain_summary(trace, prefix):

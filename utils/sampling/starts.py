@@ -1,7 +1,7 @@
 """Where SGLD chains start (--init), one function shared by training, evaluation and benchmarks."""
 import torch
 
-from utils.buffer import uniform_start
+from utils.sampling.buffer import uniform_start
 from utils.gaussian import load_gaussian_start
 
 

@@ -13,7 +13,7 @@ def sgld_sample(model, x, n_steps, step_size, noise_std, y=None, grad_clip=1.0, 
 
     The model stays in whatever mode the caller set (upstream samples in train mode, so BatchNorm
     statistics move with the chains). No host synchronisation happens inside the loop. `trace`: see
-    utils/samplers.py.
+    utils/sampling/samplers.py.
     """
     x = x.detach()
     for _ in range(n_steps):
