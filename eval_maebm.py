@@ -42,8 +42,8 @@ def build_parser():
                    help="new chains' starts (default: the checkpoint's; upstream's i = gm, r = u)")
     p.add_argument("--batch_size", type=positive_int, default=64, help="chains per SGLD call in gen; batch of the others")
     p.add_argument("--sigma", type=nonneg_float, default=0.0, help="std of Gaussian noise added to the test inputs")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
+    p.add_argument("--seed", type=int, default=1, help="seed of chains, subsets and noise")
     g = p.add_argument_group("model (read from this tool's checkpoints; they describe an upstream checkpoint)")
     g.add_argument("--model", default=None, choices=list(MODELS), help="default wrn")
     g.add_argument("--depth", type=positive_int, default=None, help="default: read off the weights")
@@ -139,9 +139,9 @@ def main(argv=None):
     atomic_write_text(os.path.join(out, f"{args.eval}.json"), json.dumps(result, indent=2, default=float))
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k not in ("checkpoint", "mode")}
     print(f"{args.eval}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-    if "auroc" in result:
-        for name, row in result["auroc"].items():
-            print(f"  AUROC vs {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items()))
+    for score, table in result.get("tables", {}).items():
+        for name, row in table.items():
+            print(f"  score {score} vs {name}: " + ", ".join(f"{m}={v:.4f}" for m, v in row.items()))
     print(f"results in {out}")
     return 0
 

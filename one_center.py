@@ -18,12 +18,12 @@ from utils.gaussian import center_paths, fit_gaussian_center, fit_size
 
 def build_parser():
     p = ArgumentParser("one_center.py", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS))
-    p.add_argument("--data_root", default="./data")
+    p.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS), help="training images to fit")
+    p.add_argument("--data_root", default="./data", help="dataset root, as train_maebm.py's")
     p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset (needs network)")
     p.add_argument("--save_dir", default=".", help="where to write the .pt files (train_maebm.py --center_dir)")
     p.add_argument("--per_class", action="store_true", help="also fit one Gaussian per class")
-    p.add_argument("--batch_size", type=positive_int, default=1000)
+    p.add_argument("--batch_size", type=positive_int, default=1000, help="images read at a time")
     return p
 
 

@@ -31,7 +31,7 @@ def build_parser():
     p.add_argument("--n_steps", nargs="+", type=positive_int, default=[10], help="sampler steps per iteration")
     p.add_argument("--sgld_lr", nargs="+", type=positive_float, default=[1.0], help="sampler step sizes")
     p.add_argument("--lr", nargs="+", type=positive_float, default=[0.1], help="learning rates")
-    p.add_argument("--spectral_norm", nargs="+", choices=["off", "on"], default=["off"])
+    p.add_argument("--spectral_norm", nargs="+", choices=["off", "on"], default=["off"], help="spectral normalisation off and/or on")
     p.add_argument("--fid", action="store_true", help="FID/KID of each final replay buffer (eval_maebm.py --eval fid)")
     p.add_argument("--fid_ref_n", type=int, default=10000, help="training images for the FID reference statistics")
     p.add_argument("--save_dir", default="./experiment/sweep", help="sweep directory (refused if it holds one)")
@@ -141,10 +141,11 @@ def main(argv=None):
     os.makedirs(args.save_dir, exist_ok=True)
     rows = list(done)
     finished = {r["setting"] for r in done}
-    for setting in settings(args):
+    grid = list(settings(args))
+    for i, setting in enumerate(grid, 1):
         if setting["setting"] in finished:
             continue
-        print(f"sweep: {setting['setting']}", flush=True)
+        print(f"sweep: setting {i} of {len(grid)}: {setting['setting']}", flush=True)
         row = run_setting(setting, train_args, args)
         rows.append(row)
         write_csv(csv_path, rows)

@@ -30,7 +30,7 @@ def build_parser():
     p = ArgumentParser("toy_2d.py", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="mixture", choices=list(TOY_DATASETS),
                    help="mixture: 8 Gaussians (std 0.2) on a circle of radius 2; rings: radii 1, 2, 3 (std 0.08)")
-    p.add_argument("--n_iters", type=positive_int, default=2000)
+    p.add_argument("--n_iters", type=positive_int, default=2000, help="training iterations")
     p.add_argument("--batch_size", type=positive_int, default=256, help="data points and chains per iteration")
     p.add_argument("--hidden", type=positive_int, default=128, help="width of the two hidden Swish layers")
     p.add_argument("--prior_std", type=positive_float, default=3.0,
@@ -43,17 +43,17 @@ def build_parser():
     p.add_argument("--sgld_lr", type=positive_float, default=0.1, help="sampler step size (eps for langevin_exact/mala)")
     p.add_argument("--sgld_std", type=nonneg_float, default=0.0, help="noise std (langevin, tutorial)")
     p.add_argument("--n_leapfrog", type=positive_int, default=10, help="hmc: leapfrog steps per proposal")
-    p.add_argument("--buffer_size", type=positive_int, default=10000)
-    p.add_argument("--reinit_freq", type=probability, default=0.05)
+    p.add_argument("--buffer_size", type=positive_int, default=10000, help="replay buffer of persistent chains")
+    p.add_argument("--reinit_freq", type=probability, default=0.05, help="fraction of chains restarted each draw")
     p.add_argument("--box", type=positive_float, default=4.0, help="fresh chains start uniform in [-box, box]^2; plot range")
     p.add_argument("--grid", type=positive_int, default=200, help="grid points per axis for plots and KL/TV")
     p.add_argument("--ais_chains", type=nonneg_int, default=1000, help="AIS chains for log Z (0: skip AIS)")
-    p.add_argument("--ais_temps", type=positive_int, default=200)
-    p.add_argument("--print_every", type=positive_int, default=100)
+    p.add_argument("--ais_temps", type=positive_int, default=200, help="AIS intermediate temperatures")
+    p.add_argument("--print_every", type=positive_int, default=100, help="iterations between metrics rows")
     p.add_argument("--save_dir", default="./experiment/toy_2d", help="run directory (refused if it holds a run)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing run directory")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
+    p.add_argument("--seed", type=int, default=1, help="seed of every RNG")
     return p
 
 

@@ -38,7 +38,7 @@ NOOP = "accepted for upstream compatibility; has no effect here"
 def build_parser():
     p = ArgumentParser("train_maebm.py", description=__doc__.split("\n")[0])
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS))
+    g.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS), help="training data (fashionmnist installs offline)")
     g.add_argument("--data_root", default="./data", help="dataset root; Fashion-MNIST/MNIST are set up here offline")
     g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset (needs network)")
     g.add_argument("--n_valid", type=nonneg_int, default=0,
@@ -48,7 +48,7 @@ def build_parser():
     g.add_argument("--workers", type=int_or_minus_one, default=-1, help="data-loader workers (-1: 4 on CUDA, 0 on CPU)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=positive_float, default=0.1)
+    g.add_argument("--lr", type=positive_float, default=0.1, help="learning rate after warm-up, before decays")
     g.add_argument("--decay_epochs", nargs="+", type=nonneg_int, default=[60, 120, 180],
                    help="decay learning rate by decay_rate at these epochs")
     g.add_argument("--decay_rate", type=positive_float, default=0.2, help="learning rate decay multiplier")
@@ -56,16 +56,16 @@ def build_parser():
                    help="decay every N epochs instead of at --decay_epochs (e.g. 1 with --decay_rate 0.97: StepLR)")
     g.add_argument("--adam_beta1", type=float, default=0.9, help="Adam's beta1 (the tutorial recipe uses 0)")
     g.add_argument("--clf_only", action="store_true", help="only train the classifier head")
-    g.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd", help="sgd: momentum 0.9 (upstream); adam")
     g.add_argument("--batch_size", type=positive_int, default=64, help="p(x) batch: data and SGLD chains")
     g.add_argument("--pyx_batch_size", type=positive_int, default=128,
                    help="labelled batch for p(y|x) (random crop + flip); an epoch is one pass over it, "
                         "also when --pyx is 0 (as upstream)")
-    g.add_argument("--n_epochs", type=positive_int, default=200)
+    g.add_argument("--n_epochs", type=positive_int, default=200, help="epochs (passes over the labelled loader)")
     g.add_argument("--max_iters", type=nonneg_int, default=0, help="stop after this many iterations in all (0: no limit)")
     g.add_argument("--warmup_iters", type=int_or_minus_one, default=-1,
                    help="iterations of linear learning-rate warm-up (-1 or 0: none, upstream's default)")
-    g.add_argument("--weight_decay", type=nonneg_float, default=5e-4)
+    g.add_argument("--weight_decay", type=nonneg_float, default=5e-4, help="L2 weight decay of the optimizer")
     g.add_argument("--clip_grad", type=nonneg_float, default=0.0, help="clip the parameter-gradient norm to this (0: off)")
 
     g = p.add_argument_group("loss")
@@ -90,10 +90,10 @@ def build_parser():
                    help="wrn: Wide-ResNet; cnn: small 4-conv CNN; tutorial_cnn: the tutorial's Swish CNN; "
                         "conv5: plain 5-conv LeakyReLU net; mlp: 2-hidden-layer MLP (--width scales each; "
                         "--norm applies to wrn and cnn)")
-    g.add_argument("--norm", default="batch", choices=list(NORMS))
+    g.add_argument("--norm", default="batch", choices=list(NORMS), help="normalisation layers of wrn and cnn")
     g.add_argument("--width", type=positive_int, default=10, help="WRN width (cnn: base filters / 16)")
     g.add_argument("--depth", type=positive_int, default=28, help="WRN depth (6n+4)")
-    g.add_argument("--dropout_rate", type=probability, default=0.0)
+    g.add_argument("--dropout_rate", type=probability, default=0.0, help="dropout inside the WRN blocks")
     g.add_argument("--uncond", action="store_true", help="separate scalar energy head (else E = -logsumexp logits)")
     g.add_argument("--spectral_norm", action="store_true", help="spectral normalisation of every conv and linear layer")
 
@@ -107,7 +107,7 @@ def build_parser():
     g.add_argument("--sgld_lr", type=positive_float, default=1.0, help="sampler step size")
     g.add_argument("--sgld_std", type=nonneg_float, default=0.0, help="sampler noise std (sgld, tutorial, langevin)")
     g.add_argument("--n_leapfrog", type=positive_int, default=10, help="hmc: leapfrog steps per proposal")
-    g.add_argument("--buffer_size", type=positive_int, default=10000)
+    g.add_argument("--buffer_size", type=positive_int, default=10000, help="replay buffer size (persistent chains)")
     g.add_argument("--reinit_freq", type=probability, default=0.05, help="fraction of chains restarted each draw")
     g.add_argument("--init", default="gm", choices=["gm", "gm_class", "u", "n", "data"],
                    help="chain starts: gm fitted Gaussian, gm_class one Gaussian per class, u uniform, "
@@ -150,7 +150,7 @@ def build_parser():
     g.add_argument("--thermo", action="store_true",
                    help="record work, heat, free energy and information per iteration (thermo.csv; two extra "
                         "no-grad forwards per iteration); plot with eval_maebm.py --eval thermo")
-    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--seed", type=int, default=1, help="seed of every RNG (data order, chains, weights)")
 
     g = p.add_argument_group("speed")
     g.add_argument("--amp", default="off", choices=["auto", "on", "off"],
@@ -161,7 +161,7 @@ def build_parser():
     g.add_argument("--compile", action="store_true", help="torch.compile the energy model")
     g.add_argument("--sync_bn", action="store_true",
                    help="under torchrun, SyncBatchNorm across processes (CUDA); otherwise each keeps its own statistics")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
     g.add_argument("--gpu-id", default="0", help="CUDA device index")
     g.add_argument("--exp_name", default="MAEBM", help="free text stored with the run")
     g.add_argument("--note", default="", help="free text stored with the run")

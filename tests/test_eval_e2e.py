@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import TINY, run_script
 from models import build_model
@@ -36,7 +37,7 @@ FAST = ["--n_points", "64", "--n_sample_steps", "4", "--batch_size", "50", "--n_
 
 @pytest.mark.parametrize("mode,files", [
     ("test_clf", []), ("cali", ["reliability.png"]), ("tsne", ["tsne.png", "energy_violin.png"]),
-    ("OOD", []), ("logp_hist", ["logp_hist.png"]), ("uncond_samples", ["uncond_samples.png"]),
+    ("OOD", ["roc.png"]), ("logp_hist", ["logp_hist.png"]), ("uncond_samples", ["uncond_samples.png"]),
     ("cond_samples", ["samples_0.png"]), ("quality", ["class_0_top_bottom.png"]), ("best_samples", []),
 ])
 def test_modes_write_results(mode, files, trained, tmp_path, fmnist_root):
@@ -58,6 +59,8 @@ def test_modes_write_results(mode, files, trained, tmp_path, fmnist_root):
     if mode == "OOD":
         assert set(result["auroc"]) >= {"uniform", "constant", "blur"}
         assert result["auroc"]["uniform"]["px"] > 0.9  # data has far lower energy than uniform noise
+        row = result["tables"]["px"]["uniform"]
+        assert row["auroc"] == result["auroc"]["uniform"]["px"] and row["aupr"] > 0.8 and row["fpr95"] < 0.5
     if mode == "logp_hist":
         assert result["mean_f"]["fashionmnist"] == pytest.approx(f[:64].mean().item(), abs=0.5)
     if mode in ("cond_samples", "quality", "best_samples"):
@@ -86,11 +89,17 @@ def checkpoint_outputs(ckpt_path, data_root):
 def test_gen_writes_samples_chains_and_npz(trained, tmp_path):
     import numpy as np
     out = str(tmp_path / "gen")
-    evaluate(trained[0], "gen", out, "--n_samples", "30", "--n_sample_steps", "6", "--snapshot_every", "2", "--no_fid",
-             "--variant", "project")
+    proc = evaluate(trained[0], "gen", out, "--n_samples", "30", "--n_sample_steps", "6", "--snapshot_every", "2",
+                    "--no_fid", "--variant", "project")
     z = np.load(os.path.join(out, "gen_samples.npz"))
     assert z["samples"].shape == (30, 1, 28, 28) and z["chain_snapshots"].shape == (10, 4, 1, 28, 28)
     assert z["samples"].min() >= -1 and z["samples"].max() <= 1
+    # the same samples as 8-bit PNGs, the folder layout pytorch-fid and torch-fidelity read
+    pngs = sorted(os.listdir(os.path.join(out, "gen_samples")))
+    assert len(pngs) == 30 and pngs[0] == "00000.png"
+    img = np.asarray(Image.open(os.path.join(out, "gen_samples", pngs[7])))
+    assert img.shape == (28, 28) and np.abs(img / 127.5 - 1 - z["samples"][7, 0]).max() <= 0.5 / 127.5 + 1e-6
+    assert "gen: 30 chains of 6 steps" in proc.stderr and "1/1" in proc.stderr  # a progress bar with a count
     assert os.path.isfile(os.path.join(out, "gen_chains.png"))
 
 

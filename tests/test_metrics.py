@@ -70,3 +70,12 @@ def test_kid_is_zero_within_its_spread_on_one_distribution_and_large_across_two(
     assert abs(kid) < 2 * std and std > 0
     shifted, std2 = kernel_inception_distance(feats[:1000], feats[1000:] + 0.3, n_subsets=50, subset_size=500)
     assert shifted > 10 * std2
+
+
+def test_aupr_and_fpr_at_95_tpr_closed_forms():
+    from utils.metrics import aupr, fpr_at_95_tpr
+    inside = np.arange(100, 200, dtype=float)  # every in-distribution score above every OOD one
+    assert aupr(inside, np.arange(100.0)) == 1.0 and fpr_at_95_tpr(inside, np.arange(100.0)) == 0.0
+    # OOD scores interleaved: at the threshold keeping 95 of 100 inputs (scores >= 5), 95 of 100 OOD pass too
+    assert fpr_at_95_tpr(np.arange(100.0), np.arange(100.0) + 0.5) == pytest.approx(0.95)
+    assert aupr(np.arange(100.0), np.arange(100.0) + 0.5) == pytest.approx(0.5, abs=0.01)

@@ -1,6 +1,6 @@
 """Classifier and detector metrics: calibration error and AUROC."""
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 
 def calibration_bins(confidence, correct, n_bins=15):
@@ -29,3 +29,28 @@ def auroc(scores_in, scores_out):
     scores = np.concatenate([np.asarray(scores_in, float), np.asarray(scores_out, float)])
     labels = np.concatenate([np.ones(len(scores_in)), np.zeros(len(scores_out))])
     return float(roc_auc_score(labels, scores))
+
+
+def _labelled(scores_in, scores_out):
+    scores = np.concatenate([np.asarray(scores_in, float), np.asarray(scores_out, float)])
+    return scores, np.concatenate([np.ones(len(scores_in)), np.zeros(len(scores_out))])
+
+
+def aupr(scores_in, scores_out):
+    """Area under the precision-recall curve with in-distribution as the positive class (sklearn's AP)."""
+    scores, labels = _labelled(scores_in, scores_out)
+    return float(average_precision_score(labels, scores))
+
+
+def fpr_at_95_tpr(scores_in, scores_out):
+    """The fraction of OOD inputs accepted at the threshold that keeps 95% of the in-distribution ones."""
+    scores, labels = _labelled(scores_in, scores_out)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(fpr[np.searchsorted(tpr, 0.95, side="left")])
+
+
+def roc(scores_in, scores_out):
+    """(false-positive rates, true-positive rates) of the ROC curve."""
+    scores, labels = _labelled(scores_in, scores_out)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return fpr, tpr

@@ -153,7 +153,7 @@ class Evaluation:
     def sample(self, n, n_steps, y=None, snapshots=None):
         """n new chains of n_steps SGLD steps (given classes y if set); `snapshots` collects the first 10 chains."""
         start, bs, out = self.start_fn(), self.args.batch_size, []
-        for i in range(0, n, bs):
+        for i in tqdm(range(0, n, bs), desc=f"{self.args.eval}: {n} chains of {n_steps} steps", unit="batch"):
             yb = y[i:i + bs].to(self.device) if y is not None else None
             x = start(min(bs, n - i), yb)
             record = snapshots is not None and i == 0

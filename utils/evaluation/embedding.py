@@ -58,6 +58,7 @@ def mode_tsne(ev, out):
         feats = {k: ev.features(v) for k, v in sets.items()}
         energies = {k: -ev.forward(v)[0] for k, v in sets.items()}
     classes = {k: (labels if k == "data" else ev.forward(v)[1].argmax(1)) for k, v in sets.items()}
+    print(f"tsne: embedding {sum(len(v) for v in feats.values())} feature vectors", flush=True)
     emb = TSNE(n_components=2, init="pca", random_state=0, perplexity=min(30, n - 1)).fit_transform(
         torch.cat(list(feats.values())).numpy())
     parts = np.split(emb, np.cumsum([len(v) for v in feats.values()])[:-1])

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import torch
+from PIL import Image
 
 from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError
@@ -64,9 +65,16 @@ def mode_fid(ev, out):
 
 
 def save_samples(out, samples, chain=None):
+    """gen_samples.npz (samples in [-1, 1]) and gen_samples/<i>.png, 8-bit images that pytorch-fid
+    (python -m pytorch_fid DIR1 DIR2) and torch-fidelity read as they are."""
     buf = io.BytesIO()
     np.savez_compressed(buf, samples=samples.numpy(), **({} if chain is None else {"chain_snapshots": chain.numpy()}))
     atomic_write_bytes(os.path.join(out, "gen_samples.npz"), buf.getvalue())
+    folder = os.path.join(out, "gen_samples")
+    os.makedirs(folder, exist_ok=True)
+    pixels = ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, img in enumerate(pixels):
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(os.path.join(folder, f"{i:05d}.png"))
 
 
 def mode_gen(ev, out):

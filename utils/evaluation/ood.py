@@ -4,11 +4,12 @@ import os
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from tqdm import tqdm
 
 from utils.data import dataset_info
 from utils.errors import UserError
 from utils.evaluation.context import eval_split
-from utils.metrics import auroc
+from utils.metrics import aupr, auroc, fpr_at_95_tpr, roc
 from utils.plotting import pyplot
 
 
@@ -62,7 +63,7 @@ def ood_sets(ev, data, names):
 
 def score_sets(ev, sets):
     scores = {}
-    for name, x in sets.items():
+    for name, x in tqdm(sets.items(), desc="OOD: scoring sets", unit="set"):
         f, probs = ev.forward(x)
         s = {}
         for fn in ev.args.scores or [ev.args.score_fn]:
@@ -71,13 +72,39 @@ def score_sets(ev, sets):
     return scores
 
 
+def plot_roc(scores, sets, path):
+    """One panel per score function, one ROC curve per OOD set."""
+    plt = pyplot()
+    names = list(scores["in"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.5), squeeze=False)
+    for ax, k in zip(axes[0], names):
+        for name in sets:
+            fpr, tpr = roc(scores["in"][k], scores[name][k])
+            ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc(scores['in'][k], scores[name][k]):.3f})")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_title(f"score {k}")
+        ax.set_xlabel("false-positive rate (OOD accepted)")
+        ax.set_ylabel("true-positive rate (in-distribution kept)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def mode_ood(ev, out):
+    """AUROC, AUPR (in-distribution positive) and FPR at 95% TPR per score function and OOD set; roc.png."""
     data, _ = ev.test_images(ev.args.n_points, seed=ev.args.seed)
     sets, notes = ood_sets(ev, data, default_ood(ev))
     scores = score_sets(ev, {"in": data, **sets})
-    table = {name: {k: auroc(scores["in"][k], scores[name][k]) for k in scores["in"]} for name in sets}
-    return {"in_distribution": ev.arch["dataset"], "n": len(data), "auroc": table, "notes": notes,
-            "scores": {"px": "f(x) = -E(x)", "py": "max softmax", "pxgrad": "-||grad_x f(x)||"}}
+    metrics = {"auroc": auroc, "aupr": aupr, "fpr95": fpr_at_95_tpr}
+    tables = {k: {name: {m: fn(scores["in"][k], scores[name][k]) for m, fn in metrics.items()} for name in sets}
+              for k in scores["in"]}
+    if sets:
+        plot_roc(scores, sets, os.path.join(out, "roc.png"))
+    return {"in_distribution": ev.arch["dataset"], "n": len(data), "tables": tables, "notes": notes,
+            "auroc": {name: {k: tables[k][name]["auroc"] for k in tables} for name in sets},
+            "scores": {"px": "f(x) = -E(x)", "py": "max softmax", "pxgrad": "-||grad_x f(x)||"},
+            "figures": ["roc.png"] if sets else []}
 
 
 def mode_logp_hist(ev, out):

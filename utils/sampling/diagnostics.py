@@ -1,5 +1,6 @@
 """Diagnostics of the sampling chains: energy and gradient norm along each chain, and long-run chains."""
 import torch
+from tqdm import tqdm
 
 from utils.sampling.samplers import run_sampler
 
@@ -31,6 +32,18 @@ def plot_chain_trace(trace, path, title, max_chains=32):
     plt.close(fig)
 
 
+class ProgressTrace(list):
+    """A chain trace that moves a progress bar with each step the sampler records."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def append(self, item):
+        super().append(item)
+        self.bar.update(1)
+
+
 def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, n_leapfrog, seed, device, autocast):
     """(samples, trace (n_steps, 2, n)) of `n` chains run `n_steps` from start_fn in eval mode.
 
@@ -39,9 +52,10 @@ def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, 
     """
     was_training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            tqdm(total=n_steps, desc=f"long-run chains: {n} x {n_steps} steps", leave=False) as bar:
         torch.manual_seed(seed)
-        trace = []
+        trace = ProgressTrace(bar)
         with autocast():
             x, _ = run_sampler(sampler, model, start_fn(n), n_steps, step_size, noise_std, n_leapfrog=n_leapfrog,
                                trace=trace)
