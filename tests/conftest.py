@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from utils.data import IDX_FILES, _write_idx
-from utils.fid import _fid_helper_path
+from utils.fid import OFFLINE_ENV, _fid_helper_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tests never reach for the network (pytorch-fid's weight download); subprocesses inherit this.
+os.environ[OFFLINE_ENV] = "1"
 
 
 def class_images(n, size, channels, n_classes, seed):

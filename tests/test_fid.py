@@ -3,11 +3,15 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pytorch_fid.inception import FID_WEIGHTS_URL
+
+import utils.fid as fid
 
 from utils.fid import (PYTORCH_FID_FILE, _fid_helper_path, convert_fid_helper_weights, extract, feature_stats,
                        frechet_distance, kernel_inception_distance, load_inception)
@@ -88,3 +92,30 @@ def test_converted_weights_give_fid_helpers_own_features(inception):
         theirs = jit(x)
     assert theirs.shape == (4, 2048) and ours.abs().mean() > 0.05
     assert torch.allclose(ours, theirs, atol=2e-4, rtol=1e-4)
+
+
+def test_pytorch_fid_download_first_then_the_offline_weights(monkeypatch, tmp_path):
+    """The online branch with pytorch-fid's loader patched in-process: no network is touched."""
+    monkeypatch.delenv(fid.OFFLINE_ENV)
+    monkeypatch.setattr(fid, "torch_hub_checkpoints", lambda: str(tmp_path / "hub"))
+    full = convert_fid_helper_weights(_fid_helper_path())
+    full["fc.weight"], full["fc.bias"] = torch.randn(1008, 2048), torch.zeros(1008)
+    urls = []
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda url, **kw: urls.append(url) or full)
+    state, source, has_logits = fid.find_inception_weights(cache_dir=str(tmp_path / "cache"))
+    assert urls == [FID_WEIGHTS_URL] and has_logits and "downloaded by pytorch-fid's URL" in source
+
+    def no_network(url, **kw):
+        raise urllib.error.URLError("Name or service not known")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    state, source, has_logits = fid.find_inception_weights(cache_dir=str(tmp_path / "cache"))
+    assert not has_logits and "could not be downloaded (URLError" in source and "default_1.pt" in source
+    assert set(state) == {k for k in full if not k.startswith("fc.")}
+
+
+def test_bf16_inception_is_close_and_says_approximate(inception):
+    x = smooth_images(8, 5) * 2 - 1
+    exact, _ = inception(x)
+    fast, _ = fid.InceptionFeatures(inception.net.state_dict(), has_logits=False, precision="bf16")(x)
+    assert fast.dtype == torch.float32 and (fast - exact).norm() / exact.norm() < 0.05 and not torch.equal(fast, exact)
+    assert fid.PRECISIONS["bf16"].startswith("approximate") and not fid.PRECISIONS["exact"].startswith("approximate")

