@@ -18,6 +18,7 @@ from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, p
 from utils.evaluation import MODES
 from utils.evaluation.context import UPSTREAM_SETS, Evaluation, checkpoint_model, eval_split, load_model
 from utils.fid import PRECISIONS
+from utils.run_dir import RunLock, RunLogger
 from utils.sampling.samplers import SAMPLERS
 
 
@@ -118,6 +119,34 @@ def make_out_dir(args):
     return out
 
 
+def numbers(result, prefix):
+    """The numeric leaves of a nested result, as flat {prefix/key/...: value}."""
+    out = {}
+    for k, v in result.items():
+        if isinstance(v, dict):
+            out.update(numbers(v, f"{prefix}/{k}"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration":
+            out[f"{prefix}/{k}"] = v
+    return out
+
+
+def record_in_run(args, iteration, result):
+    """A mode's numbers also go into its run's metrics.jsonl and TensorBoard, at the checkpoint's iteration, unless
+    the run is being trained right now (a run directory has one writer)."""
+    run = os.path.dirname(os.path.abspath(args.load_path))
+    if not os.path.exists(os.path.join(run, "metrics.jsonl")):
+        return
+    try:
+        lock = RunLock(run)
+    except UserError as e:
+        print(f"note: not recorded in the run's logs: {e}")
+        return
+    logger = RunLogger(run)
+    logger.metrics(iteration, **numbers(result, f"eval/{args.eval}"))
+    logger.close()
+    lock.release()
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     fn, needs, needs_classifier, _ = MODES[args.eval]
@@ -140,6 +169,8 @@ def main(argv=None):
         result = {"mode": args.eval, "checkpoint": os.path.abspath(args.load_path), "iteration": ckpt.get("iteration"),
                   "variant": args.variant, **fn(ev, out)}
     atomic_write_text(os.path.join(out, f"{args.eval}.json"), json.dumps(result, indent=2, default=float))
+    if needs == "model" and not ckpt.get("upstream"):
+        record_in_run(args, ckpt["iteration"], result)
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k not in ("checkpoint", "mode")}
     print(f"{args.eval}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     for score, table in result.get("tables", {}).items():

@@ -21,6 +21,7 @@ from utils.device import select_device, wants_cuda
 from utils.distributed import any_rank, init_distributed, max_parameter_difference, on_main, shutdown
 from utils.errors import (ArgumentParser, UserError, int_or_minus_one, nonneg_float, nonneg_int, positive_float,
                           positive_int, probability, run_cli)
+from utils.run_dir import read_metrics
 from utils.sampling.samplers import SAMPLERS
 from utils.thermo import ThermoRecorder
 from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
@@ -283,8 +284,17 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         logger.log(f"{dist_info.world} processes agree on the parameters: max |difference from rank 0| = "
                    f"{max_parameter_difference(model, dist_info):.3g}")
     logger.log(f"finished at iteration {state.iteration}; run directory {args.save_dir}")
+    logger.hparams(args, final_numbers(args.save_dir, state))
     logger.close()
     return 0
+
+
+def final_numbers(save_dir, state):
+    """The run's last logged loss and evaluation results, for TensorBoard's hparams view."""
+    final = {"iterations": state.iteration}
+    for row in read_metrics(os.path.join(save_dir, "metrics.jsonl")):
+        final.update({k: v for k, v in row.items() if k.startswith(("loss/", "test/", "valid/"))})
+    return final
 
 
 def make_loss(args, plan, model, device, dist_info):

@@ -12,7 +12,6 @@ from PIL import Image
 from pytorch_fid.inception import FID_WEIGHTS_URL
 
 import utils.fid as fid
-
 from utils.fid import (PYTORCH_FID_FILE, _fid_helper_path, convert_fid_helper_weights, extract, feature_stats,
                        frechet_distance, kernel_inception_distance, load_inception)
 

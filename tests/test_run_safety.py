@@ -52,7 +52,7 @@ def test_a_second_writer_stops_naming_the_holder(tmp_path, fmnist_root, fmnist_c
     proc = train(save, fmnist_root, fmnist_centers, "--max_iters", "4", "--resume", save, check=False)
     assert f"is being written by process {os.getpid()}" in error_line(proc)
     assert {p: os.path.getmtime(p) for p in glob.glob(str(save / "*"))} == before
-    lock.fh.close()  # as the kernel does when the holder exits, however it exits
+    lock.release()  # as the kernel does when the holder exits, however it exits
     train(save, fmnist_root, fmnist_centers, "--max_iters", "4", "--resume", save)
     assert load_checkpoint(str(save / "last_ckpt.pt"))["iteration"] == 4
 

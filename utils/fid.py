@@ -7,6 +7,7 @@ channels. Weights: pytorch-fid's checkpoint if present, else converted from the 
 import contextlib
 import importlib.util
 import os
+import socket
 
 import numpy as np
 import torch
@@ -108,11 +109,15 @@ def download_pytorch_fid_weights():
     if os.environ.get(OFFLINE_ENV):
         return None, f"{OFFLINE_ENV} is set"
     from pytorch_fid.inception import FID_WEIGHTS_URL
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # a network that drops packets must not hang the evaluation
     try:
         return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, progress=True, map_location="cpu"), \
             os.path.join(torch_hub_checkpoints(), PYTORCH_FID_FILE)
     except Exception as e:  # no network, a proxy, a partial file: the offline weights serve instead
         return None, f"{type(e).__name__}: {e}"
+    finally:
+        socket.setdefaulttimeout(before)
 
 
 def find_inception_weights(weights=None, cache_dir=None):

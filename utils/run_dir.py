@@ -29,6 +29,9 @@ class RunLock:
         self.fh.write(f"{os.getpid()}\n")
         self.fh.flush()
 
+    def release(self):
+        self.fh.close()
+
 
 def _run_files(save_dir):
     return [n for n in os.listdir(save_dir) if n != ".lock" and not n.startswith("overwritten_")]
@@ -114,13 +117,29 @@ class RunLogger:
             fh.write(json.dumps({"iteration": step, **values}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        if self.tensorboard and self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(os.path.join(self.save_dir, "tb"))
-        if self.writer is not None:
+        if self.tensorboard:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, step)
+                    self._writer().add_scalar(key, value, step)
+
+    def image(self, tag, images, step):
+        """A grid of images in [-1, 1] in TensorBoard."""
+        if self.enabled and self.tensorboard:
+            import torchvision.utils as vutils
+            grid = vutils.make_grid(images.detach().float().cpu()[:64], normalize=True, value_range=(-1, 1))
+            self._writer().add_image(tag, grid, step)
+
+    def hparams(self, args, final):
+        """The run's flags as TensorBoard hparams, with its final numbers as their metrics."""
+        if self.enabled and self.tensorboard:
+            flags = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
+            self._writer().add_hparams(flags, {f"hparam/{k}": v for k, v in final.items()}, run_name="hparams")
+
+    def _writer(self):
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(self.save_dir, "tb"))
+        return self.writer
 
     def truncate_metrics(self, iteration):
         """On resume: drop metric rows the resumed run will write again (and any torn last line)."""
@@ -129,7 +148,7 @@ class RunLogger:
             return
         kept = []
         for row in read_metrics(path):
-            is_eval = any(k.startswith("test/") for k in row)
+            is_eval = any(k.startswith(("test/", "eval/")) for k in row)
             if row.get("iteration", 0) < iteration or (is_eval and row["iteration"] <= iteration):
                 kept.append(json.dumps(row) + "\n")
         atomic_write_text(path, "".join(kept))

@@ -25,9 +25,10 @@ def log_iteration(parts, logger, bar, result, iteration, epoch, lr):
                echo=False)
 
 
-def save_iteration_grids(args, result, iteration, epoch):
+def save_iteration_grids(args, logger, result, iteration, epoch):
     samples = os.path.join(args.save_dir, "samples")
     save_grid(result.x_q, os.path.join(samples, f"x_q_{epoch}_{iteration:08d}.png"))
+    logger.image("samples/x_q", result.x_q, iteration)
     plot_chain_trace(torch.stack(result.trace), os.path.join(samples, f"chains_{epoch}_{iteration:08d}.png"),
                      f"iteration {iteration}: the {args.n_steps} steps of this batch's chains")
 
@@ -46,6 +47,7 @@ def long_run(parts, logger, iteration, epoch):
         out = os.path.join(args.save_dir, "long_run")
         os.makedirs(out, exist_ok=True)
         save_grid(x, os.path.join(out, f"long_run_{iteration:08d}.png"))
+        logger.image("samples/long_run", x, iteration)
         plot_chain_trace(trace, os.path.join(out, f"long_run_{iteration:08d}_chains.png"),
                          f"{args.long_run_n} chains from uniform noise, {args.long_run_steps} steps, after iteration {iteration}")
 
@@ -69,6 +71,7 @@ def evaluate_epoch(parts, state, logger, epoch):
         return
     if args.plot_uncond:
         save_grid(parts.buffer.samples[:100], os.path.join(args.save_dir, "samples", f"buffer_{epoch}.png"))
+        logger.image("samples/buffer", parts.buffer.samples[:64], state.iteration)
     if args.plot_cond and not args.uncond:
         # eval mode so that drawing these grids leaves the BatchNorm statistics of training untouched
         model.eval()
@@ -77,6 +80,7 @@ def evaluate_epoch(parts, state, logger, epoch):
                            args.sgld_std, y=y, n_leapfrog=args.n_leapfrog)
         model.train()
         save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
+        logger.image("samples/class_conditional", x, state.iteration)
 
 
 def finish_iteration(parts, state, logger, bar, result, iteration, epoch, lr, epoch_end, ckpt_due):
@@ -86,7 +90,7 @@ def finish_iteration(parts, state, logger, bar, result, iteration, epoch, lr, ep
     if iteration % args.print_every == 0:
         log_iteration(parts, logger, bar, result, iteration, epoch, lr)
     if parts.plan.sampling and not args.novis and iteration % args.plot_every == 0 and main:
-        save_iteration_grids(args, result, iteration, epoch)
+        save_iteration_grids(args, logger, result, iteration, epoch)
     if parts.plan.sampling and args.long_run_every and state.iteration % args.long_run_every == 0 and main:
         long_run(parts, logger, state.iteration, epoch)
     if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
