@@ -13,8 +13,8 @@ from models import MODELS
 from utils.checkpoint import atomic_write_text, load_checkpoint
 from utils.data import DATASETS, dataset_info
 from utils.device import select_device
-from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int, probability,
-                          run_cli)
+from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int,
+                          probability, run_cli)
 from utils.evaluation import MODES
 from utils.evaluation.context import UPSTREAM_SETS, Evaluation, checkpoint_model, eval_split, load_model
 from utils.fid import PRECISIONS

@@ -14,7 +14,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from models import MODELS, NORMS
-from utils.sampling.starts import make_start_fn
 from utils.checkpoint import CheckpointDir
 from utils.data import DATASETS, dataset_info
 from utils.device import select_device, wants_cuda
@@ -23,6 +22,7 @@ from utils.errors import (ArgumentParser, UserError, int_or_minus_one, nonneg_fl
                           positive_int, probability, run_cli)
 from utils.run_dir import read_metrics
 from utils.sampling.samplers import SAMPLERS
+from utils.sampling.starts import make_start_fn
 from utils.thermo import ThermoRecorder
 from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
 from utils.training.guard import DivergenceGuard

@@ -16,10 +16,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from train_maebm import build_parser as train_parser  # noqa: E402
-from utils.sampling.buffer import ReplayBuffer  # noqa: E402
-from utils.sampling.starts import make_start_fn  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
+from utils.sampling.buffer import ReplayBuffer  # noqa: E402
 from utils.sampling.samplers import run_sampler  # noqa: E402
+from utils.sampling.starts import make_start_fn  # noqa: E402
 from utils.training import JointLoss  # noqa: E402
 from utils.training.guard import DivergenceGuard  # noqa: E402
 from utils.training.plan import make_plan  # noqa: E402

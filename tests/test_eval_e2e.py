@@ -2,13 +2,13 @@
 import json
 import os
 
+from PIL import Image
+from conftest import TINY, run_script
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import TINY, run_script
 from models import build_model
 from utils.checkpoint import load_checkpoint
 from utils.data import image_transform, load_dataset

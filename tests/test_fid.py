@@ -5,11 +5,11 @@ import subprocess
 import sys
 import urllib.error
 
+from PIL import Image
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 from pytorch_fid.inception import FID_WEIGHTS_URL
+import torch
 
 import utils.fid as fid
 from utils.fid import (PYTORCH_FID_FILE, _fid_helper_path, convert_fid_helper_weights, extract, feature_stats,

@@ -4,16 +4,16 @@ import glob
 import json
 import os
 
+from PIL import Image
+from conftest import TINY, class_images, run_script
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import TINY, class_images, run_script
 from eval_maebm import build_parser as eval_parser
-from utils.evaluation.context import Evaluation, checkpoint_model, load_model
 from utils.checkpoint import load_checkpoint
 from utils.data import IDX_FILES, _write_idx, prepare_mnist
+from utils.evaluation.context import Evaluation, checkpoint_model, load_model
 from utils.run_dir import read_metrics
 
 

@@ -7,18 +7,18 @@ import shutil
 import subprocess
 import sys
 
+from PIL import Image
+from conftest import ROOT, TINY, error_line, run_script
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-import train_maebm
-from conftest import ROOT, TINY, error_line, run_script
 from eval_maebm import build_parser as eval_parser
-from utils.evaluation.context import Evaluation, checkpoint_model, load_model
-from utils.evaluation.generative import random_grid
+import train_maebm
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
+from utils.evaluation.context import Evaluation, checkpoint_model, load_model
+from utils.evaluation.generative import random_grid
 from utils.run_dir import RunLock, read_metrics
 from utils.training import reporting, step
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from utils.sampling.samplers import (SAMPLERS, adam_sample, gd_momentum_sample, hmc_sample, langevin_exact_sample,
-                            langevin_sample, mala_sample, run_sampler, tutorial_sample)
+                                     langevin_sample, mala_sample, run_sampler, tutorial_sample)
 from utils.sampling.sgld import sgld_sample
 
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)

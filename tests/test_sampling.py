@@ -3,8 +3,8 @@ import torch
 import torch.nn as nn
 
 from utils.sampling.buffer import ReplayBuffer, uniform_start
-from utils.sampling.starts import make_start_fn
 from utils.sampling.sgld import sgld_sample
+from utils.sampling.starts import make_start_fn
 
 
 class Quadratic(nn.Module):

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import train_maebm
-from utils.sampling.buffer import ReplayBuffer
-from utils.sampling.starts import make_start_fn
 from utils.checkpoint import CheckpointDir, load_checkpoint
 from utils.distributed import DistInfo
 from utils.errors import UserError
 from utils.run_dir import RunLogger
+from utils.sampling.buffer import ReplayBuffer
+from utils.sampling.starts import make_start_fn
 from utils.training import JointLoss
 from utils.training.guard import DivergenceGuard
 from utils.training.plan import make_plan

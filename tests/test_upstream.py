@@ -7,18 +7,18 @@ import shlex
 import subprocess
 import sys
 
+from PIL import Image
+from conftest import ROOT, TINY, run_script
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 
-import train_maebm
-import train_maebm_celeba
-from conftest import ROOT, TINY, run_script
 from eval_maebm import build_parser as eval_parser
 from models import build_model
+import train_maebm
+import train_maebm_celeba
 from utils.checkpoint import load_checkpoint
 from utils.evaluation.classifier import mode_test_clf
 from utils.evaluation.context import Evaluation, checkpoint_model, load_model

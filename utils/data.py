@@ -8,9 +8,9 @@ import struct
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 import torchvision
 import torchvision.transforms as T
-from torch.utils.data import DataLoader
 
 from utils.errors import UserError
 

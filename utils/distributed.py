@@ -1,6 +1,6 @@
 """torch.distributed helpers for torchrun runs: rank info and the few collectives the trainer needs."""
-import os
 from dataclasses import dataclass
+import os
 
 import torch
 import torch.distributed as dist

@@ -6,6 +6,7 @@ channels. Weights: pytorch-fid's checkpoint if present, else converted from the 
 """
 import contextlib
 import importlib.util
+import io
 import os
 import socket
 
@@ -15,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils.checkpoint import atomic_torch_save
+from utils.checkpoint import atomic_torch_save, atomic_write_bytes
 from utils.errors import UserError
 
 CONVENTION = "pytorch-fid (bilinear F.interpolate to 299, [-1,1] input, pool3 2048-d)"
@@ -249,3 +250,59 @@ def inception_score(logits, splits=10):
     from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
     out = isc_features_to_metric(torch.as_tensor(logits), splits=splits, shuffle=True, rng_seed=2020)
     return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
+
+
+class FidScorer:
+    """FID, KID and (with logits weights) IS of image tensors in [-1, 1] against a dataset's Inception statistics,
+    computed once (streamed batch by batch) and cached as .npz; used by eval_maebm.py and by --fid_every."""
+
+    def __init__(self, reference_set, cache_dir, name, device, batch_size=100, n_ref=0, seed=1, weights=None,
+                 precision="exact"):
+        self.reference_set, self.device, self.batch_size = reference_set, device, batch_size
+        self.n_ref, self.seed, self.weights, self.precision = n_ref, seed, weights, precision
+        tag = "pytorchfid" + ("" if weights is None else "_custom") + ("" if precision == "exact" else f"_{precision}")
+        self.cache_path = os.path.join(cache_dir, f"{name}_train_{n_ref or 'all'}_{tag}.npz")
+        self._inception = self.source = None
+
+    def inception(self):
+        if self._inception is None:
+            self._inception, self.source = load_inception(self.weights, self.device, precision=self.precision)
+            print(f"Inception weights: {self.source}", flush=True)
+        return self._inception
+
+    def reference(self):
+        """((mu, sigma), up to 10,000 features for KID) of the reference images."""
+        if os.path.exists(self.cache_path):
+            z = np.load(self.cache_path)
+            return (z["mu"], z["sigma"]), z["features"]
+        n = len(self.reference_set)
+        idx = torch.arange(n) if not self.n_ref or self.n_ref >= n else \
+            torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:self.n_ref]
+        # streamed batch by batch: a large training set (CelebA-128: 32 GB as one tensor) never sits in memory
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.reference_set, idx.tolist()),
+                                             batch_size=self.batch_size)
+        feats, _ = extract(self.inception(), loader, device=self.device, desc=f"reference: {len(idx)} training images")
+        mu, sigma = feature_stats(feats)
+        keep = feats[np.random.default_rng(0).permutation(len(feats))[:10000]].astype(np.float32)
+        os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, mu=mu, sigma=sigma, features=keep)
+        atomic_write_bytes(self.cache_path, buf.getvalue())
+        return (mu, sigma), keep
+
+    def score(self, samples):
+        (mu, sigma), ref_feats = self.reference()
+        feats, logits = extract(self.inception(), samples, self.batch_size, self.device,
+                                desc=f"samples: {len(samples)} images")
+        result = {"convention": CONVENTION, "inception_weights": self.source,
+                  "inception_precision": PRECISIONS[self.precision], "n_samples": len(samples),
+                  "reference": self.cache_path, "fid": frechet_distance(feature_stats(feats), (mu, sigma))}
+        result["kid_mean"], result["kid_std"] = kernel_inception_distance(feats, ref_feats.astype(np.float64),
+                                                                          subset_size=min(1000, len(feats)))
+        if logits is not None:
+            result["is_mean"], result["is_std"] = inception_score(logits)
+        else:
+            result["is"] = ("unavailable: these Inception weights have no 1008-way logits layer (the offline "
+                            "fid-helper weights stop at pool3); pass --inception_weights with pytorch-fid's full "
+                            "checkpoint or place it in the torch hub cache")
+        return result

@@ -1,25 +1,20 @@
 """What every evaluation mode shares: the checkpoint (this tool's or upstream's), the model, data, chain
 starts and sampling procedures, Inception."""
-import io
 import os
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from models import build_model, load_weights
-from utils.sampling.starts import make_start_fn
-from utils.checkpoint import atomic_write_bytes
 from utils.data import DATASETS, dataset_info, image_transform, load_dataset
 from utils.errors import UserError
-from utils.fid import (CONVENTION, PRECISIONS, extract, feature_stats, frechet_distance, inception_score,
-                       kernel_inception_distance, load_inception)
+from utils.fid import FidScorer
 from utils.run_dir import save_grid
 from utils.sampling.samplers import run_sampler
 from utils.sampling.sgld import sgld_sample
+from utils.sampling.starts import make_start_fn
 from utils.upstream import adopt_upstream_checkpoint, upstream_architecture
-
 
 UPSTREAM_SETS = {"cifar_test": ("cifar10", False), "cifar_train": ("cifar10", True), "svhn_test": ("svhn", False),
                  "svhn_train": ("svhn", True), "cifar100_test": ("cifar100", False),
@@ -95,7 +90,7 @@ class Evaluation:
         self.sgld_lr = args.sgld_lr if args.sgld_lr is not None else self.train_args["sgld_lr"]
         self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
         self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
-        self._inception = None
+        self._fid = None
 
     def dataset(self, name=None, train=False):
         return load_dataset(name or self.arch["dataset"], self.data_root, train,
@@ -222,52 +217,14 @@ class Evaluation:
                 m.momentum = momentum
             self.model.eval()
 
-    def inception(self):
-        if self._inception is None:
-            self._inception, self.inception_source = load_inception(self.args.inception_weights, self.device,
-                                                                    precision=self.args.inception_precision)
-            print(f"Inception weights: {self.inception_source}", flush=True)
-        return self._inception
-
-    def reference_stats(self):
-        """Inception statistics of the training set, computed once and cached as .npz."""
-        n = self.args.fid_ref_n
-        cache_dir = self.args.fid_stats_dir or os.path.join(self.data_root, "fid_stats")
-        tag = "pytorchfid" + ("" if self.args.inception_weights is None else "_custom") + \
-            ("" if self.args.inception_precision == "exact" else f"_{self.args.inception_precision}")
-        path = os.path.join(cache_dir, f"{self.arch['dataset']}_train_{n or 'all'}_{tag}.npz")
-        if os.path.exists(path):
-            z = np.load(path)
-            return (z["mu"], z["sigma"]), z["features"], path
-        ds = self.dataset(train=True)
-        idx = torch.arange(len(ds)) if not n or n >= len(ds) else \
-            torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.args.seed))[:n]
-        # streamed batch by batch: a large training set (CelebA-128: 32 GB as one tensor) never sits in memory
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx.tolist()), batch_size=self.args.batch_size)
-        feats, _ = extract(self.inception(), loader, device=self.device, desc=f"reference: {len(idx)} training images")
-        mu, sigma = feature_stats(feats)
-        keep = feats[np.random.default_rng(0).permutation(len(feats))[:10000]].astype(np.float32)
-        os.makedirs(cache_dir, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, mu=mu, sigma=sigma, features=keep)
-        atomic_write_bytes(path, buf.getvalue())
-        return (mu, sigma), keep, path
+    def fid_scorer(self):
+        if self._fid is None:
+            cache_dir = self.args.fid_stats_dir or os.path.join(self.data_root, "fid_stats")
+            self._fid = FidScorer(self.dataset(train=True), cache_dir, self.arch["dataset"], self.device,
+                                  self.args.batch_size, self.args.fid_ref_n, self.args.seed, self.args.inception_weights,
+                                  self.args.inception_precision)
+        return self._fid
 
     def generative_scores(self, samples):
         """FID, KID and (where real logits weights exist) IS of samples in [-1,1] against the training set."""
-        (mu, sigma), ref_feats, ref_path = self.reference_stats()
-        feats, logits = extract(self.inception(), samples, self.args.batch_size, self.device,
-                                desc=f"samples: {len(samples)} images")
-        result = {"convention": CONVENTION, "inception_weights": self.inception_source,
-                  "inception_precision": PRECISIONS[self.args.inception_precision], "n_samples": len(samples),
-                  "reference": ref_path, "fid": frechet_distance(feature_stats(feats), (mu, sigma))}
-        result["kid_mean"], result["kid_std"] = kernel_inception_distance(feats, ref_feats.astype(np.float64),
-                                                                          subset_size=min(1000, len(feats)))
-        if logits is not None:
-            result["is_mean"], result["is_std"] = inception_score(logits)
-        else:
-            result["is"] = ("unavailable: these Inception weights have no 1008-way logits layer (the offline "
-                            "fid-helper weights stop at pool3); pass --inception_weights with pytorch-fid's full "
-                            "checkpoint or place it in the torch hub cache")
-        return result
-
+        return self.fid_scorer().score(samples)

@@ -2,9 +2,9 @@
 import io
 import os
 
+from PIL import Image
 import numpy as np
 import torch
-from PIL import Image
 
 from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError

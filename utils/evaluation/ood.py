@@ -12,7 +12,6 @@ from utils.evaluation.context import eval_split
 from utils.metrics import aupr, auroc, fpr_at_95_tpr, roc
 from utils.plotting import pyplot
 
-
 SYNTHETIC_OOD = ("uniform", "constant", "blur")
 
 

@@ -1,8 +1,8 @@
 """Where SGLD chains start (--init), one function shared by training, evaluation and benchmarks."""
 import torch
 
-from utils.sampling.buffer import uniform_start
 from utils.gaussian import load_gaussian_start
+from utils.sampling.buffer import uniform_start
 
 
 def make_start_fn(args, image_shape, device, train_set):

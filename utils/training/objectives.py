@@ -2,7 +2,6 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
-
 OBJECTIVES = ("maebm", "jem", "m_ebm", "j_ebm", "gcl", "dcl")
 CONDITIONAL_OBJECTIVES = ("j_ebm", "gcl")  # chains are sampled given the data batch's labels
 

@@ -3,10 +3,10 @@ import os
 
 import torch
 
-from utils.sampling.buffer import uniform_start
-from utils.sampling.diagnostics import chain_summary, long_run_chains, plot_chain_trace
 from utils.distributed import broadcast_object
 from utils.run_dir import save_grid
+from utils.sampling.buffer import uniform_start
+from utils.sampling.diagnostics import chain_summary, long_run_chains, plot_chain_trace
 from utils.sampling.samplers import run_sampler
 from utils.training.measure import evaluate_classifier, input_grad_norm
 

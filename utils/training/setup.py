@@ -9,12 +9,12 @@ from torch.utils.data import Subset
 
 from models import build_model
 from models.norms import ActNorm
-from utils.sampling.buffer import ReplayBuffer
 from utils.checkpoint import CheckpointDir, load_checkpoint
 from utils.data import (DATASETS, UNLABELLED, dataset_labels, image_transform, labelled_subset, load_dataset,
                         make_loader, split_train_valid)
 from utils.errors import UserError
 from utils.run_dir import RunLogger, prepare_run_dir
+from utils.sampling.buffer import ReplayBuffer
 from utils.upstream import adopt_upstream_checkpoint
 
 ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond", "spectral_norm")
