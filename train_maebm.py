@@ -28,8 +28,8 @@ from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
 from utils.training.guard import DivergenceGuard
 from utils.training.plan import make_plan
 from utils.training.reporting import finish_iteration
-from utils.training.setup import (FastPath, architecture, load_data, make_buffer, make_model_and_optimizer,
-                                  open_run_dir, prepare_model, read_start_checkpoint)
+from utils.training.setup import (FastPath, architecture, load_data, make_buffer, make_fid_scorer,
+                                  make_model_and_optimizer, open_run_dir, prepare_model, read_start_checkpoint)
 from utils.training.state import TrainState
 from utils.training.step import train_step
 
@@ -153,6 +153,14 @@ def build_parser():
                         "no-grad forwards per iteration); plot with eval_maebm.py --eval thermo")
     g.add_argument("--seed", type=int, default=1, help="seed of every RNG (data order, chains, weights)")
 
+    g = p.add_argument_group("FID during training (pytorch-fid convention, offline weights where there is no network)")
+    g.add_argument("--fid_every", type=nonneg_int, default=0,
+                   help="every N epochs (and after the last), FID/KID of --fid_n replay-buffer images against "
+                        "--fid_ref_n training images, logged as fid/* (0: off; eval_maebm.py --eval fid for more)")
+    g.add_argument("--fid_n", type=positive_int, default=1000, help="buffer images scored (a seeded random draw)")
+    g.add_argument("--fid_ref_n", type=nonneg_int, default=2000, help="training images of the reference (0: all)")
+    g.add_argument("--fid_stats_dir", default=None, help="reference statistics cache (default: <data_root>/fid_stats)")
+
     g = p.add_argument_group("speed")
     g.add_argument("--amp", default="off", choices=["auto", "on", "off"],
                    help="bf16 autocast for forward passes and SGLD (off: fp32 as published; auto: on with CUDA; "
@@ -252,7 +260,8 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     parts = SimpleNamespace(args=args, plan=plan, model=model, optim=optim, buffer=buffer, start_fn=start_fn,
                             px_stream=px_stream, lab_stream=lab_stream, thermo=thermo, fast=fast, device=device,
                             data=data, dist=dist_info, image_shape=image_shape,
-                            loss=make_loss(args, plan, model, device, dist_info))
+                            loss=make_loss(args, plan, model, device, dist_info),
+                            fid=make_fid_scorer(args, data, buffer, device, dist_info))
     logger.log(f"fast path: bf16 autocast {'on' if fast.amp else 'off'}, channels_last "
                f"{'on' if fast.channels_last else 'off'}, torch.compile {'on' if args.compile else 'off'}")
     guard = DivergenceGuard(args, device, dist_info)

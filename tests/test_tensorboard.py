@@ -28,3 +28,17 @@ def test_images_hparams_and_eval_results_in_tensorboard(tmp_path, fmnist_root, f
     assert start.plugin_name == "hparams" and b"n_steps" in start.content and b"fashionmnist" in start.content
     assert "hparam/test/acc" in summaries
     assert os.path.isfile(save / "eval_test_clf" / "test_clf.json")
+
+
+def test_fid_during_training_is_a_curve(tmp_path, fmnist_root, fmnist_centers, fid_weights):
+    save = tmp_path / "run"
+    run_script("train_maebm.py", "--data_root", fmnist_root, "--center_dir", fmnist_centers, "--save_dir", save,
+               *TINY, "--n_epochs", "2", "--n_steps", "1", "--fid_every", "1", "--fid_n", "30", "--fid_ref_n", "40",
+               "--fid_stats_dir", tmp_path / "stats", check=True)
+    rows = [r for r in read_metrics(str(save / "metrics.jsonl")) if "fid/fid" in r]
+    assert [(r["iteration"], r["epoch"]) for r in rows] == [(10, 0), (20, 1)]
+    assert all(r["fid/fid"] > 0 and r["fid/kid_std"] > 0 for r in rows) and rows[0]["fid/fid"] != rows[1]["fid/fid"]
+    events = EventAccumulator(str(save / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("fid/fid")] == [10, 20]
+    assert os.listdir(tmp_path / "stats") == ["fashionmnist_train_40_pytorchfid.npz"]

@@ -83,6 +83,17 @@ def evaluate_epoch(parts, state, logger, epoch):
         logger.image("samples/class_conditional", x, state.iteration)
 
 
+def fid_of_buffer(parts, logger, iteration, epoch):
+    """FID/KID of a seeded random --fid_n of the buffer; no draw from the training RNG, so the run is unchanged."""
+    samples = parts.buffer.samples
+    pick = torch.randperm(len(samples), generator=torch.Generator().manual_seed(parts.args.seed + iteration))
+    scores = parts.fid.score(samples[pick[:parts.args.fid_n].to(samples.device)].cpu())
+    values = {"fid/fid": scores["fid"], "fid/kid": scores["kid_mean"], "fid/kid_std": scores["kid_std"]}
+    logger.metrics(iteration, epoch=epoch, **values)
+    logger.log(f"epoch {epoch}: FID {scores['fid']:.2f}, KID {scores['kid_mean']:.4f} of {scores['n_samples']} "
+               f"buffer images ({scores['convention']}; reference {scores['reference']})")
+
+
 def finish_iteration(parts, state, logger, bar, result, iteration, epoch, lr, epoch_end, ckpt_due):
     """Everything after a healthy step, in order: metrics row, sample grids, long-run probe, end-of-epoch
     evaluation and checkpoints."""
@@ -95,6 +106,8 @@ def finish_iteration(parts, state, logger, bar, result, iteration, epoch, lr, ep
         long_run(parts, logger, state.iteration, epoch)
     if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
         evaluate_epoch(parts, state, logger, epoch)
+    if epoch_end and parts.fid is not None and (epoch % args.fid_every == 0 or epoch == args.n_epochs - 1):
+        fid_of_buffer(parts, logger, state.iteration, epoch)
     if epoch_end and epoch % args.ckpt_every == 0:
         state.save(f"ckpt_{epoch}.pt")
     if ckpt_due:

@@ -13,6 +13,7 @@ from utils.checkpoint import CheckpointDir, load_checkpoint
 from utils.data import (DATASETS, UNLABELLED, dataset_labels, image_transform, labelled_subset, load_dataset,
                         make_loader, split_train_valid)
 from utils.errors import UserError
+from utils.fid import FidScorer
 from utils.run_dir import RunLogger, prepare_run_dir
 from utils.sampling.buffer import ReplayBuffer
 from utils.upstream import adopt_upstream_checkpoint
@@ -132,6 +133,14 @@ def make_buffer(args, plan, start_fn, device, dist_info):
     block_y = torch.arange(plan.n_classes, device=device).repeat_interleave(shard // plan.n_classes) \
         if plan.class_blocked else None
     return ReplayBuffer(start_fn(shard, block_y), plan.n_classes if plan.class_blocked else None)
+
+
+def make_fid_scorer(args, data, buffer, device, dist_info):
+    """The --fid_every scorer on rank 0 (None when off or without a buffer): the training images as reference."""
+    if not args.fid_every or buffer is None or not dist_info.is_main:
+        return None
+    cache_dir = args.fid_stats_dir or os.path.join(args.data_root, "fid_stats")
+    return FidScorer(data.px.dataset, cache_dir, args.dataset, device, n_ref=args.fid_ref_n, seed=args.seed)
 
 
 def prepare_model(model, args, fast, data, device, fresh):
