@@ -20,3 +20,17 @@ def test_bench_cpu_smoke(tmp_path):
     # forward FLOPs per image times (2 x K x p(x) batch + 3 x (2 x p(x) batch + labelled batch)) images
     assert row["flop_per_iter"] == row["forward_flop_per_image"] * (2 * 2 * 8 + 3 * (2 * 8 + 8))
     assert row["sgld_image_steps_per_s_bs8"] > 0 and "fp32_eager" in proc.stdout
+
+
+def test_inception_bench_reports_every_precision_and_layout(tmp_path, fmnist_root, fid_weights):
+    out = tmp_path / "inception.json"
+    proc = run_script("bench/inception.py", "--data_root", fmnist_root, "--n", "8", "--batch_size", "8", "--device",
+                      "cpu", "--out", out, check=True)
+    rows = {(r["precision"], r["layout"]): r for r in json.load(open(out))["rows"]}
+    assert set(rows) == {(p, f) for p in ("exact", "bf16") for f in ("channels_last", "contiguous")}
+    # the two layouts give the same features in fp32; bf16 is close, not equal
+    exact, plain = rows["exact", "channels_last"], rows["exact", "contiguous"]
+    assert abs(exact["fid_train_vs_test"] - plain["fid_train_vs_test"]) < 1e-3 * exact["fid_train_vs_test"]
+    assert rows["bf16", "channels_last"]["fid_train_vs_test"] != exact["fid_train_vs_test"]
+    assert all(r["images_per_s"] > 0 and r["fid_test_vs_noisy_test"] > 0 for r in rows.values())
+    assert "images/s" in proc.stdout
