@@ -1,0 +1,36 @@
+"""bench/gpu_check.py at toy sizes on the CPU, so the one command a GPU machine runs cannot rot."""
+import json
+import os
+
+import numpy as np
+
+from conftest import run_script
+
+
+def test_gpu_check_smoke_writes_every_part(tmp_path):
+    out = tmp_path / "check"
+    proc = run_script("bench/gpu_check.py", "--smoke", "--device", "cpu", "--out", out, check=True)
+    report = json.load(open(out / "gpu_check.json"))
+    parts = report["parts"]
+    assert list(parts) == ["1 cuda tests", "2 published M-JEM iteration timed", "3 fp32 against the fast path",
+                           "4 SIGKILL and resume"] and all(p["status"] == "ok" for p in parts.values())
+    assert "passed" in parts["1 cuda tests"]["pytest"]
+    assert parts["2 published M-JEM iteration timed"]["fp32_eager"]["ms_per_iter"] > 0
+    compare = parts["3 fp32 against the fast path"]
+    assert "verdict" in compare and compare["fp32"]["test_acc"] is not None
+    for name in ("fp32", "fast"):
+        samples = np.load(out / f"samples_{name}.npz")["samples"]
+        assert samples.shape == (64, 1, 28, 28) and samples.dtype == np.float16
+        assert os.path.getsize(out / f"samples_{name}.npz") < 16 * 2 ** 20
+    resumed = parts["4 SIGKILL and resume"]
+    assert resumed["final_iterations"] == [16, 16] and resumed["bit_identical"]  # on the CPU: exactly the same run
+    assert "## 4 SIGKILL and resume: ok" in open(out / "gpu_check.md").read() and "report:" in proc.stdout
+
+
+def test_fid_of_samples_scores_an_npz(tmp_path, fmnist_root, fid_weights):
+    x = np.random.default_rng(0).uniform(-1, 1, size=(20, 1, 28, 28)).astype(np.float16)
+    np.savez_compressed(tmp_path / "s.npz", samples=x)
+    proc = run_script("bench/fid_of_samples.py", tmp_path / "s.npz", "--data_root", fmnist_root, "--fid_ref_n", "30",
+                      "--fid_stats_dir", tmp_path / "stats", check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["n_samples"] == 20 and result["fid"] > 100  # uniform noise is far from the data
