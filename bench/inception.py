@@ -24,6 +24,9 @@ def parse():
     p.add_argument("--n", type=int, default=2000, help="images per set")
     p.add_argument("--batch_size", type=int, default=100)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS),
+                   help="tf32 runs only on CUDA")
+    p.add_argument("--layouts", nargs="+", default=["channels_last", "contiguous"], choices=["channels_last", "contiguous"])
     p.add_argument("--out", default="bench/inception.json")
     return p.parse_args()
 
@@ -41,8 +44,7 @@ def main():
     device = torch.device(a.device)
     state, source, has_logits = find_inception_weights()
     sets = image_sets(a)
-    variants = [(p, f) for p in PRECISIONS for f in ("channels_last", "contiguous")
-                if p != "tf32" or device.type == "cuda"]
+    variants = [(p, f) for p in a.precisions for f in a.layouts if p != "tf32" or device.type == "cuda"]
     rows = []
     for precision, layout in variants:
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format

@@ -24,8 +24,8 @@ def test_bench_cpu_smoke(tmp_path):
 
 def test_inception_bench_reports_every_precision_and_layout(tmp_path, fmnist_root, fid_weights):
     out = tmp_path / "inception.json"
-    proc = run_script("bench/inception.py", "--data_root", fmnist_root, "--n", "8", "--batch_size", "8", "--device",
-                      "cpu", "--out", out, check=True)
+    proc = run_script("bench/inception.py", "--data_root", fmnist_root, "--n", "4", "--batch_size", "4", "--device",
+                      "cpu", "--precisions", "exact", "bf16", "--out", out, check=True)
     rows = {(r["precision"], r["layout"]): r for r in json.load(open(out))["rows"]}
     assert set(rows) == {(p, f) for p in ("exact", "bf16") for f in ("channels_last", "contiguous")}
     # the two layouts give the same features in fp32; bf16 is close, not equal
