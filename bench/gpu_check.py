@@ -170,7 +170,7 @@ def fp32_vs_fast(a):
 def kill_and_resume(a):
     root, _ = data_root(a)
     centers = os.path.join(a.out, "centers")
-    iters = 16 if a.smoke else 100
+    iters = 8 if a.smoke else 100
     full, part_dir = os.path.join(a.out, "resume_full"), os.path.join(a.out, "resume_killed")
     run(train_flags(a, root, centers, full, iters), 200, os.path.join(a.out, "resume_full.log"))
     proc = subprocess.Popen([sys.executable, *train_flags(a, root, centers, part_dir, iters)], cwd=ROOT,

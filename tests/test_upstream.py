@@ -63,7 +63,7 @@ CELEBA_COMMAND = ("python train_maebm_celeba.py --dataset=celeba128 --data_root 
                   "--l2_coeff 0. --batch_size 64 --gpu-id=3")
 
 
-def with_overrides(command, data_root, ckpt=None):
+def with_overrides(command, data_root, ckpt=None, iterations=2):
     """The command as argv with only the dataset (CIFAR-10 -> the test's Fashion-MNIST), data root, WRN size and
     iteration counts replaced: values are swapped in place, never flags added beyond --max_iters / --data_root."""
     tokens = shlex.split(command)
@@ -89,7 +89,7 @@ def with_overrides(command, data_root, ckpt=None):
         out += [flag] + ([] if value is None else [value])
         i += 1
     if script.startswith("train"):
-        out += ["--max_iters", "2"]
+        out += ["--max_iters", str(iterations)]
     if "--data_root" not in out:
         out += ["--data_root", data_root]
     return script, out
@@ -154,11 +154,11 @@ def test_upstream_celeba_command_runs(tmp_path):
     root = str(tmp_path / "celeba" / "data128x128")
     write_celeba(root)
     run_in(tmp_path, "one_center.py", ["--dataset", "celeba128", "--data_root", root])
-    script, argv = with_overrides(CELEBA_COMMAND, root)
+    script, argv = with_overrides(CELEBA_COMMAND, root, iterations=1)
     run_in(tmp_path, script, [*argv, "--buffer_size", "200"])  # a 10,000-image 128-pixel buffer is 2 GB
     run, = glob.glob(str(tmp_path / "experiment" / "celeba128_*"))
     ckpt = load_checkpoint(os.path.join(run, "last_ckpt.pt"))
-    assert ckpt["iteration"] == 2 and ckpt["args"]["pyx"] == 0 and ckpt["args"]["n_steps"] == 10
+    assert ckpt["iteration"] == 1 and ckpt["args"]["pyx"] == 0 and ckpt["args"]["n_steps"] == 10
     assert ckpt["replay_buffer"].shape == (200, 3, 128, 128)
     assert any(k.startswith("f.layers.3.") for k in ckpt["model_state_dict"])  # the fourth WRN stage (n=1)
 
