@@ -29,7 +29,7 @@ def test_auroc_identical_sets_and_separated_sets():
 
 
 def test_cross_correlation_finds_the_lag():
-    from eval_maebm import cross_correlation
+    from utils.evaluation.run_logs import cross_correlation
     rng = np.random.default_rng(0)
     a = rng.normal(size=500)
     b = np.roll(a, 3)  # b[t] = a[t - 3]: a leads b by 3 steps
