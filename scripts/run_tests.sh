@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-exec "${VENV:-.venv}/bin/python" -m pytest -q "$@"
+# two workers (pytest-xdist) on the 2-core CI machine: most tests wait on subprocess start-up and file I/O
+exec "${VENV:-.venv}/bin/python" -m pytest -q -n 2 "$@"
