@@ -16,15 +16,13 @@ from utils.sampling.sgld import sgld_sample
 from utils.sampling.starts import make_start_fn
 from utils.upstream import adopt_upstream_checkpoint, upstream_architecture
 
+# upstream's --dataset / --datasets / --ood_dataset names -> (dataset, training split)
 UPSTREAM_SETS = {"cifar_test": ("cifar10", False), "cifar_train": ("cifar10", True), "svhn_test": ("svhn", False),
                  "svhn_train": ("svhn", True), "cifar100_test": ("cifar100", False),
                  "cifar100_train": ("cifar100", True), "cifar10": ("cifar10", False), "svhn": ("svhn", False),
                  "cifar100": ("cifar100", False), "cifar_100": ("cifar100", False), "celeba": ("celeba", False)}
-
-
 UPSTREAM_INIT = {"i": "gm", "r": "u"}  # upstream eval's --init: i(nform) / r(andom)
-
-
+# upstream eval's model flags, which describe an upstream checkpoint
 UPSTREAM_MODEL_DEFAULTS = {"model": "wrn", "depth": 28, "width": 10, "norm": "batch"}
 
 
@@ -42,7 +40,8 @@ def eval_split(name):
 
 
 def upstream_train_args(dataset):
-    """The training flags an upstream checkpoint does not record: upstream's defaults, or these eval flags."""
+    """The training flags an upstream checkpoint does not record: upstream's defaults (eval's --sgld_lr, --init, ...
+    override them)."""
     return {"dataset": dataset, "data_root": "./data", "init": "gm", "center_dir": ".", "sgld_lr": 1.0,
             "sgld_std": 0.0, "sampler": "sgld", "pyx": 1.0, "dropout_rate": 0.0, "n_leapfrog": 10}
 
@@ -62,7 +61,7 @@ def checkpoint_model(args, ckpt, path):
         return arch, ckpt["args"]
     dataset = eval_split(args.dataset or "cifar_test")[0]
     depth, width, in_channels, n_classes, _ = upstream_architecture(ckpt["model_state_dict"])
-    ch, size, _ = dataset_info(dataset)
+    _, size, _ = dataset_info(dataset)
     arch = {"dataset": dataset, "model": args.model or "wrn", "depth": args.depth or depth, "width": args.width or width,
             "norm": args.norm or UPSTREAM_MODEL_DEFAULTS["norm"], "uncond": args.uncond, "spectral_norm": False,
             "in_channels": in_channels, "image_size": size, "n_classes": n_classes}
