@@ -13,8 +13,6 @@ from utils.metrics import aupr, auroc, fpr_at_95_tpr, roc
 from utils.plotting import pyplot
 
 SYNTHETIC_OOD = ("uniform", "constant", "blur")
-
-
 UPSTREAM_OOD = {"svhn": "svhn", "cifar_100": "cifar100", "celeba": "celeba", "cifar_interp": "interp"}
 
 
