@@ -103,15 +103,20 @@ def timing(a):
                                        for r in info["rows"]}}
 
 
+def has_fashion_mnist(a):
+    """Whether Fashion-MNIST is (or can be unpacked from --fashion_mnist_gz) under --data_root."""
+    prepare_fashion_mnist(a.data_root, source=a.fashion_mnist_gz)
+    try:
+        load_dataset("fashionmnist", a.data_root, True, None)
+    except UserError:
+        return False
+    return True
+
+
 def data_root(a):
     """Fashion-MNIST where the scripts find it, or (smoke, or no data travelled) a toy set in the tests' layout."""
-    if not a.smoke:
-        try:
-            prepare_fashion_mnist(a.data_root, source=a.fashion_mnist_gz)
-            load_dataset("fashionmnist", a.data_root, True, None)
-            return a.data_root, "Fashion-MNIST"
-        except UserError:
-            pass
+    if not a.smoke and has_fashion_mnist(a):
+        return a.data_root, "Fashion-MNIST"
     toy = os.path.join(a.out, "toy_data")
     if not os.path.isdir(toy):
         sys.path.insert(0, os.path.join(ROOT, "tests"))
