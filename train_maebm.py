@@ -64,6 +64,9 @@ def build_parser():
                         "also when --pyx is 0 (as upstream)")
     g.add_argument("--n_epochs", type=positive_int, default=200, help="epochs (passes over the labelled loader)")
     g.add_argument("--max_iters", type=nonneg_int, default=0, help="stop after this many iterations in all (0: no limit)")
+    g.add_argument("--max_minutes", type=nonneg_float, default=0.0,
+                   help="stop (checkpointed, as at the last iteration) once this invocation's loop has run this many "
+                        "wall-clock minutes; the learning-rate schedule does not see it (0: no limit)")
     g.add_argument("--warmup_iters", type=int_or_minus_one, default=-1,
                    help="iterations of linear learning-rate warm-up (-1 or 0: none, upstream's default)")
     g.add_argument("--weight_decay", type=nonneg_float, default=5e-4, help="L2 weight decay of the optimizer")
@@ -182,21 +185,27 @@ def build_parser():
 
 
 class StopRequest:
-    """Records SIGTERM/SIGINT so the loop can finish its iteration, checkpoint and exit."""
+    """Records SIGTERM/SIGINT, or a spent --max_minutes budget, so the loop can finish its iteration, checkpoint
+    and exit."""
 
-    def __init__(self):
+    def __init__(self, max_minutes=0.0):
         self.signum = None
+        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes > 0 else None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         self.signum = signum
 
+    def out_of_time(self):
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
     def requested(self, device, dist_info):
         """Whether to stop after this iteration; every rank stops at the same one (one small all-reduce)."""
+        wanted = self.signum is not None or self.out_of_time()
         if not dist_info.enabled:
-            return self.signum is not None
-        return bool(any_rank(torch.tensor(self.signum is not None, device=device), dist_info))
+            return wanted
+        return bool(any_rank(torch.tensor(wanted, device=device), dist_info))
 
 
 def main(argv=None, parser=None):
@@ -252,7 +261,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         if ckpt is not None:
             state.start_from(ckpt, ckpt_path, logger)
         state.save()  # a known-good state that a divergence can roll back to
-    stop = StopRequest()
+    stop = StopRequest(args.max_minutes)
     n_params = sum(p.numel() for p in model.parameters())
     logger.log(f"{args.dataset}: {data.n_train} train / {data.n_valid} valid / {data.n_test} test images; "
                f"model {args.model} ({n_params / 1e6:.2f}M params) on {device}; {iters_per_epoch} iterations/epoch")
@@ -284,11 +293,14 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                 bar.update(state.iteration)
                 continue
             finish_iteration(parts, state, logger, bar, result, it, epoch, lr, epoch_end, ckpt_due)
-            if stopping:
+            if stopping and stop.signum is not None:
                 logger.log(f"stopped by signal {stop.signum} at iteration {state.iteration}; "
                            f"continue with --resume {args.save_dir}")
                 logger.close()
-                return 128 + (stop.signum or signal.SIGTERM)
+                return 128 + stop.signum
+            if stopping:
+                logger.log(f"--max_minutes {args.max_minutes:g} spent at iteration {state.iteration}")
+                break
     if dist_info.enabled:
         logger.log(f"{dist_info.world} processes agree on the parameters: max |difference from rank 0| = "
                    f"{max_parameter_difference(model, dist_info):.3g}")

@@ -17,6 +17,7 @@ from eval_maebm import build_parser as eval_parser
 import train_maebm
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
+from utils.evaluation import context
 from utils.evaluation.context import Evaluation, checkpoint_model, load_model
 from utils.evaluation.generative import random_grid
 from utils.run_dir import RunLock, read_metrics
@@ -143,3 +144,45 @@ def test_fid_grid_shows_a_random_draw_of_the_scored_images(tmp_path):
     random_grid(samples, str(tmp_path / "grid.png"), seed=0)
     values = np.unique(np.asarray(Image.open(tmp_path / "grid.png").convert("L")))
     assert len(values) >= 8  # the first 100 images would all be class 0: one grey level besides the padding
+
+
+def test_project_chains_are_sampled_as_training_ran_them(monkeypatch, tmp_path, fmnist_root, fmnist_centers):
+    """--variant project: K defaults to the run's --n_steps, BatchNorm normalises with the chains' batch statistics
+    (as training's chains did) and the running statistics come out unchanged."""
+    save = tmp_path / "run"
+    run_script("train_maebm.py", "--data_root", fmnist_root, "--center_dir", fmnist_centers, "--save_dir", save,
+               *TINY, "--max_iters", "2", "--n_steps", "3", check=True)
+    args = eval_parser().parse_args(["--load_path", str(save / "last_ckpt.pt"), "--eval", "gen", "--variant",
+                                     "project", "--batch_size", "8"])
+    ckpt = load_checkpoint(args.load_path, allow_upstream=True)
+    arch, train_args = checkpoint_model(args, ckpt, args.load_path)
+    model = load_model(ckpt, arch, train_args, args.load_path, torch.device("cpu"))
+    ev = Evaluation(args, ckpt, arch, train_args, model, torch.device("cpu"))
+    assert args.n_sample_steps == 3
+    seen = []
+    spy = lambda name, m, x, n_steps, *a, **k: seen.append((m.training, n_steps)) or (x, {})
+    monkeypatch.setattr(context, "run_sampler", spy)
+    running = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    ev.sample(8, args.n_sample_steps)
+    assert seen == [(True, 3)] and not model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in running.items())
+    with context.frozen_batch_statistics(model):  # what the chains saw: outputs depend on the rest of the batch
+        x = torch.rand(8, 1, 28, 28) * 2 - 1
+        alone = model(x[:4])[0]
+        mixed = model(torch.cat([x[:4], -torch.ones(4, 1, 28, 28)]))[0][:4]
+        assert not torch.allclose(alone, mixed)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in running.items())
+    upstream = eval_parser().parse_args(["--load_path", str(save / "last_ckpt.pt"), "--eval", "gen"])
+    Evaluation(upstream, ckpt, arch, train_args, model, torch.device("cpu"))
+    assert upstream.n_sample_steps == 100  # upstream's rounds
+
+
+def test_max_minutes_stops_with_a_checkpoint(tmp_path, fmnist_root, fmnist_centers):
+    save = tmp_path / "run"
+    proc = run_script("train_maebm.py", "--data_root", fmnist_root, "--center_dir", fmnist_centers, "--save_dir", save,
+                      *TINY, "--n_epochs", "100", "--n_steps", "1", "--max_minutes", "0.002", check=True)
+    ckpt = load_checkpoint(str(save / "last_ckpt.pt"))
+    assert 1 <= ckpt["iteration"] < 100 * 20  # 320 images / 16 = 20 iterations an epoch
+    assert "--max_minutes 0.002 spent at iteration" in open(save / "log.txt").read() and proc.returncode == 0
+    proc = run_script("train_maebm.py", "--data_root", fmnist_root, "--save_dir", tmp_path / "x", "--max_minutes", "-1")
+    assert proc.returncode == 2 and "--max_minutes" in proc.stderr.strip().splitlines()[-1]

@@ -1,5 +1,6 @@
 """What every evaluation mode shares: the checkpoint (this tool's or upstream's), the model, data, chain
 starts and sampling procedures, Inception."""
+import contextlib
 import os
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ from utils.run_dir import save_grid
 from utils.sampling.samplers import run_sampler
 from utils.sampling.sgld import sgld_sample
 from utils.sampling.starts import make_start_fn
+from utils.training.objectives import has_generative_term
 from utils.upstream import adopt_upstream_checkpoint, upstream_architecture
 
 # upstream's --dataset / --datasets / --ood_dataset names -> (dataset, training split)
@@ -78,6 +80,23 @@ def load_model(ckpt, arch, train_args, path, device):
     return model.to(device).eval()
 
 
+@contextlib.contextmanager
+def frozen_batch_statistics(model):
+    """Train mode (BatchNorm normalises with each batch's statistics) without moving the running statistics;
+    eval mode again on exit."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    model.train()
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield model
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.eval()
+
+
 class Evaluation:
     """Lazily built pieces shared by the modes: data, chain starts, Inception."""
 
@@ -89,6 +108,8 @@ class Evaluation:
         self.sgld_lr = args.sgld_lr if args.sgld_lr is not None else self.train_args["sgld_lr"]
         self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
         self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
+        if args.n_sample_steps is None:  # the project variant's chains default to the training chains' K
+            args.n_sample_steps = 100 if args.variant == "upstream" else self.train_args.get("n_steps", 100)
         self._fid = None
 
     def dataset(self, name=None, train=False):
@@ -144,8 +165,21 @@ class Evaluation:
             return g.flatten(1).norm(dim=1).cpu()
         return self.batched(fn, x)
 
+    def chains_as_trained(self):
+        """The model as training ran its chains: a p(x) run samples in train mode (BatchNorm on the chains' own
+        batch statistics; its running statistics stay frozen here), a classifier-only run in eval mode."""
+        t = self.train_args
+        if t.get("px", 1.0) > 0 and has_generative_term(t.get("objective", "maebm")):
+            return frozen_batch_statistics(self.model)
+        return contextlib.nullcontext()
+
     def sample(self, n, n_steps, y=None, snapshots=None):
-        """n new chains of n_steps SGLD steps (given classes y if set); `snapshots` collects the first 10 chains."""
+        """n new chains of n_steps steps of the checkpoint's sampler, the model as training ran its chains (given
+        classes y if set); `snapshots` collects the first 10 chains."""
+        with self.chains_as_trained():
+            return self._sample(n, n_steps, y, snapshots)
+
+    def _sample(self, n, n_steps, y, snapshots):
         start, bs, out = self.start_fn(), self.args.batch_size, []
         for i in tqdm(range(0, n, bs), desc=f"{self.args.eval}: {n} chains of {n_steps} steps", unit="batch"):
             yb = y[i:i + bs].to(self.device) if y is not None else None
@@ -203,18 +237,8 @@ class Evaluation:
 
     def batch_statistics_features(self, x):
         """(f(x), features) with BatchNorm on batch statistics and frozen running ones (upstream's t-SNE)."""
-        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        saved = [m.momentum for m in norms]
-        self.model.train()
-        for m in norms:
-            m.momentum = 0.0
-        try:
-            with torch.no_grad():
-                return self.batched(lambda xb: (self.model(xb)[0].cpu(), self.model.f(xb).cpu()), x, bs=100)
-        finally:
-            for m, momentum in zip(norms, saved):
-                m.momentum = momentum
-            self.model.eval()
+        with frozen_batch_statistics(self.model), torch.no_grad():
+            return self.batched(lambda xb: (self.model(xb)[0].cpu(), self.model.f(xb).cpu()), x, bs=100)
 
     def fid_scorer(self):
         if self._fid is None:

@@ -1,0 +1,246 @@
+"""Sample quality of EBM training recipes side by side: each trains the same network on Fashion-MNIST for the same
+wall-clock budget, then is scored the same way (test accuracy; FID/KID of its replay buffer and of new chains with
+its own start and K, and of chains run --long_factor times longer), beside the real-data floor of that protocol.
+
+    python bench/quality.py --minutes 8 --out bench/results/quality        # the README's table (about 2 hours on 2 CPUs)
+    python bench/quality.py --recipes majem maebm --minutes 2 --n_fresh 500
+Writes <out>/quality.md (the table), quality.json, quality.png (every recipe's grids side by side) and the runs
+(<out>/runs/<recipe>, each with its eval_* folders). Refuses an --out that holds results unless --overwrite.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import matplotlib
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from utils.data import image_transform, load_dataset  # noqa: E402
+from utils.errors import UserError, positive_float, positive_int, run_cli  # noqa: E402
+from utils.fid import FidScorer  # noqa: E402
+
+# Every recipe trains the same small CNN; what differs is the objective, the chains and their optimiser.
+NETWORK = ["--model", "cnn", "--width", "1", "--norm", "batch"]
+SGD = ["--optimizer", "sgd", "--lr", "0.05", "--warmup_iters", "200"]
+# M-JEM's energy is the logsumexp of the logits, as the quickstart's: with upstream's separate head (--uncond) this
+# net diverged at lr 0.05 (rolled back to 0.025 by the guard).
+MAJEM = ["--px", "1", "--pyx", "1", "--init", "gm", "--n_steps", "5", "--sgld_lr", "1", "--sgld_std", "0.001",
+         "--l2_coeff", "0.5"] + SGD
+# name -> (what it is, training flags); each recipe's K is its --n_steps
+RECIPES = {
+    "majem": ("M-JEM: Gaussian start, K=5, p(x) + p(y|x) (upstream's published flags, logsumexp energy)", MAJEM),
+    "majem_bf16": ("M-JEM with bf16 autocast and channels_last (fast on CPUs with AMX)",
+                   MAJEM + ["--amp", "on", "--channels_last", "on"]),
+    "maebm": ("M-EBM: Gaussian start, K=2, p(x) only", ["--px", "1", "--pyx", "0", "--uncond", "--init", "gm",
+                                                       "--n_steps", "2", "--sgld_lr", "1", "--sgld_std", "0",
+                                                       "--l2_coeff", "0.1"] + SGD),
+    "majem_class": ("M-JEM with one Gaussian per class (JEM++'s start)", MAJEM + ["--init", "gm_class"]),
+    "jem": ("JEM: uniform start, persistent buffer, K=20", ["--px", "1", "--pyx", "1", "--init", "u", "--n_steps", "20",
+                                                           "--sgld_lr", "1", "--sgld_std", "0.01", "--l2_coeff", "0"] + SGD),
+    "shortrun": ("short-run, non-persistent: uniform start, no buffer, K=40 (Nijkamp et al.)",
+                 ["--px", "1", "--pyx", "0", "--uncond", "--short_run", "--init", "u", "--sampler", "langevin",
+                  "--n_steps", "40", "--sgld_lr", "1", "--sgld_std", "0.005", "--l2_coeff", "0", "--optimizer", "adam",
+                  "--lr", "1e-4", "--weight_decay", "0", "--warmup_iters", "0"]),
+    "tutorial": ("tutorial recipe: uniform start, buffer, 60 steps, noise 0.005 (UvA deep-energy-models)",
+                 ["--px", "1", "--pyx", "0", "--uncond", "--init", "u", "--sampler", "tutorial", "--n_steps", "60",
+                  "--sgld_lr", "10", "--sgld_std", "0.005", "--buffer_size", "8192", "--reg", "sym", "--l2_coeff", "0.1",
+                  "--optimizer", "adam", "--lr", "1e-4", "--adam_beta1", "0", "--weight_decay", "0",
+                  "--warmup_iters", "0", "--clip_grad", "0.1", "--batch_size", "128"]),
+}
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="rows, in this order")
+    p.add_argument("--minutes", type=positive_float, default=2.0, help="wall-clock training budget of each recipe")
+    p.add_argument("--n_fresh", type=positive_int, default=2000, help="new chains scored per sampler setting")
+    p.add_argument("--long_factor", type=positive_int, default=10, help="the long chains run this many times K steps")
+    p.add_argument("--buffer_ratio", type=positive_float, default=0.2,
+                   help="buffer images scored: this fraction per predicted class, most confident first (upstream's "
+                        "selection; a p(x)-only model ranks by energy)")
+    p.add_argument("--fid_ref_n", type=positive_int, default=2000, help="training images of the FID reference")
+    p.add_argument("--inception_precision", default="bf16", choices=["exact", "bf16", "tf32"],
+                   help="bf16: about 3x faster on CPUs with AMX; the floor is measured the same way")
+    p.add_argument("--train_args", default="", help="extra flags for every training run, e.g. '--amp on'")
+    p.add_argument("--data_root", default="./data")
+    p.add_argument("--center_dir", default="./data/centers", help="one_center.py's output (fitted here if missing)")
+    p.add_argument("--n_valid", type=positive_int, default=5000, help="training images held out (as the quickstart)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", default="bench/results/quality")
+    p.add_argument("--overwrite", action="store_true", help="replace the results in --out")
+    a = p.parse_args(argv)
+    if a.buffer_ratio >= 1:
+        raise UserError(f"--buffer_ratio: expected a fraction in (0, 1), got {a.buffer_ratio}")
+    return a
+
+
+def run(cmd, log):
+    """Run one of the project's scripts; its output goes to `log`, a failure raises with the log's tail."""
+    with open(log, "w") as fh:
+        code = subprocess.call([sys.executable, *cmd], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if code != 0:
+        tail = open(log).read()[-1500:]
+        raise UserError(f"{' '.join(cmd[:3])} ... failed with exit code {code}; log {log}:\n{tail}")
+
+
+def ensure_centers(a):
+    if not os.path.exists(os.path.join(a.center_dir, "fashionmnist_cov_class.pt")):
+        os.makedirs(a.center_dir, exist_ok=True)
+        run(["one_center.py", "--dataset", "fashionmnist", "--data_root", a.data_root, "--save_dir", a.center_dir,
+             "--per_class"], os.path.join(a.out, "one_center.log"))
+
+
+def train(a, name, run_dir):
+    flags = RECIPES[name][1]
+    cmd = ["train_maebm.py", "--dataset", "fashionmnist", "--data_root", a.data_root, "--center_dir", a.center_dir,
+           *NETWORK, *flags, "--n_epochs", "1000", "--max_minutes", str(a.minutes), "--n_valid", str(a.n_valid),
+           "--eval_every", "1000", "--novis", "--seed", str(a.seed), "--device", a.device, "--save_dir", run_dir,
+           *a.train_args.split()]
+    start = time.perf_counter()
+    run(cmd, os.path.join(a.out, f"{name}_train.log"))
+    return (time.perf_counter() - start) / 60
+
+
+def recipe_k(flags):
+    return int(flags[flags.index("--n_steps") + 1])
+
+
+def evaluate(a, ckpt, mode, out, *flags):
+    """One eval_maebm.py call; returns its JSON result."""
+    run(["eval_maebm.py", "--load_path", ckpt, "--eval", mode, "--variant", "project", "--save_dir", out,
+         "--fid_ref_n", str(a.fid_ref_n), "--inception_precision", a.inception_precision, "--seed", str(a.seed),
+         "--device", a.device, *flags], out + ".log")
+    return json.load(open(os.path.join(out, f"{mode}.json")))
+
+
+def scores(result):
+    return {"fid": result["fid"], "kid": result["kid_mean"], "n": result["n_samples"]}
+
+
+def evaluate_recipe(a, name, run_dir):
+    """Accuracy, buffer scores and new-chain scores (K and long_factor x K steps) of one trained recipe."""
+    flags = RECIPES[name][1]
+    ckpt = os.path.join(run_dir, "last_ckpt.pt")
+    k = recipe_k(flags)
+    bs = flags[flags.index("--batch_size") + 1] if "--batch_size" in flags else "64"  # chains' BatchNorm batch
+    ev = lambda tag: os.path.join(run_dir, f"eval_{tag}")
+    row = {"recipe": name, "what": RECIPES[name][0], "k": k,
+           "iterations": torch.load(ckpt, map_location="cpu", weights_only=False)["iteration"]}
+    if "--pyx" in flags and float(flags[flags.index("--pyx") + 1]) > 0:
+        row["test_acc"] = evaluate(a, ckpt, "test_clf", ev("test_clf"))["test_acc"]
+    if "--short_run" not in flags:
+        row["buffer"] = scores(evaluate(a, ckpt, "fid", ev("buffer"), "--ratio", str(a.buffer_ratio)))
+    for tag, steps in (("fresh", k), ("long", a.long_factor * k)):
+        row[tag] = scores(evaluate(a, ckpt, "fid", ev(tag), "--fresh_samples", str(a.n_fresh), "--n_sample_steps",
+                                   str(steps), "--batch_size", bs))
+        row[tag]["steps"] = steps
+    return row
+
+
+def real_data_floor(a):
+    """FID/KID of n_fresh real test images under the same protocol: the best any sampler can score."""
+    device = torch.device("cuda" if a.device != "cpu" and torch.cuda.is_available() else "cpu")
+    load = lambda train: load_dataset("fashionmnist", a.data_root, train, image_transform("fashionmnist", False))
+    test = load(False)
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(a.seed))[:a.n_fresh]
+    images = torch.stack([test[i][0] for i in pick.tolist()])
+    scorer = FidScorer(load(True), os.path.join(a.data_root, "fid_stats"), "fashionmnist", device, 100, a.fid_ref_n,
+                       a.seed, None, a.inception_precision)
+    result = scorer.score(images)
+    return {"fid": result["fid"], "kid": result["kid_mean"], "n": len(images), "convention": result["convention"],
+            "precision": result["inception_precision"], "reference": f"{a.fid_ref_n} training images"}
+
+
+def cell(row, key, field="fid", fmt="{:.1f}"):
+    return fmt.format(row[key][field]) if key in row else "-"
+
+
+def markdown(a, rows, floor):
+    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`), {a.minutes:g} min of training each; FID/KID: "
+            f"{floor['convention']}, Inception {floor['precision']}, reference {floor['reference']}; buffer: top "
+            f"{a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: {a.n_fresh} from the "
+            f"recipe's own start, its K and {a.long_factor}x K steps. Real-data floor: {floor['n']} test images, "
+            f"FID {floor['fid']:.1f}, KID {floor['kid']:.4f}.\n\n")
+    lines = ["| recipe | iterations | test acc | buffer FID | buffer KID | new chains K | FID (K) | KID (K) | "
+             f"FID ({a.long_factor}x K) | long / K | minutes |", "|" + "---|" * 11]
+    lines.append(f"| real test images (floor) | - | - | {floor['fid']:.1f} | {floor['kid']:.4f} | - | {floor['fid']:.1f} | "
+                 f"{floor['kid']:.4f} | - | - | - |")
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['recipe']} | failed: {r['error']} |" + " |" * 9)
+            continue
+        acc = f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-"
+        lines.append(f"| {r['recipe']} | {r['iterations']} | {acc} | {cell(r, 'buffer')} | "
+                     f"{cell(r, 'buffer', 'kid', '{:.4f}')} | {r['k']} | {cell(r, 'fresh')} | "
+                     f"{cell(r, 'fresh', 'kid', '{:.4f}')} | {cell(r, 'long')} | "
+                     f"{r['long']['fid'] / r['fresh']['fid']:.2f} | {r['train_minutes']:.1f} |")
+    lines += ["", *[f"- `{r['recipe']}`: {RECIPES[r['recipe']][0]}" for r in rows]]
+    return head + "\n".join(lines) + "\n"
+
+
+def figure(rows, path):
+    """One row per recipe: the scored buffer images, new chains of K steps, and of long_factor x K steps."""
+    columns = [("buffer", "buffer"), ("fresh", "new chains, K steps"), ("long", "new chains, long")]
+    rows = [r for r in rows if "error" not in r]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3.1 * len(rows)), squeeze=False)
+    for i, r in enumerate(rows):
+        for j, (tag, title) in enumerate(columns):
+            ax = axes[i, j]
+            ax.axis("off")
+            png = os.path.join(r["run_dir"], f"eval_{tag}", "fid_samples.png")
+            if tag in r and os.path.exists(png):
+                ax.imshow(plt.imread(png), cmap="gray")
+                ax.set_title(f"{r['recipe']}: {title}\nFID {r[tag]['fid']:.1f}" +
+                             (f" ({r[tag]['steps']} steps)" if "steps" in r[tag] else ""), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def prepare_out(a):
+    if os.path.exists(os.path.join(a.out, "quality.json")) or os.path.isdir(os.path.join(a.out, "runs")):
+        if not a.overwrite:
+            raise UserError(f"--out {a.out} holds results already; pass --overwrite to replace them")
+        shutil.rmtree(os.path.join(a.out, "runs"), ignore_errors=True)
+    os.makedirs(os.path.join(a.out, "runs"), exist_ok=True)
+
+
+def main(argv=None):
+    a = parse(argv)
+    prepare_out(a)
+    ensure_centers(a)
+    floor, rows = real_data_floor(a), []
+    for name in a.recipes:
+        run_dir = os.path.join(a.out, "runs", name)
+        try:
+            minutes = train(a, name, run_dir)
+            row = {**evaluate_recipe(a, name, run_dir), "train_minutes": minutes, "run_dir": run_dir}
+        except UserError as e:  # a recipe that diverges or fails is a row of the table, not the end of the bench
+            row = {"recipe": name, "error": str(e).splitlines()[0]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    info = {"minutes_each": a.minutes, "n_fresh": a.n_fresh, "long_factor": a.long_factor, "floor": floor,
+            "train_args": a.train_args, "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+    with open(os.path.join(a.out, "quality.json"), "w") as fh:
+        json.dump(info, fh, indent=2)
+    table = markdown(a, rows, floor)
+    with open(os.path.join(a.out, "quality.md"), "w") as fh:
+        fh.write(table)
+    figure(rows, os.path.join(a.out, "quality.png"))
+    print(table)
+    print(f"wrote {a.out}/quality.md, quality.json, quality.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
