@@ -30,8 +30,8 @@ def build_parser():
     p.add_argument("--variant", default="upstream", choices=["upstream", "project"],
                    help="upstream: each mode's procedure as upstream's eval_maebm.py; project: this project's variant "
                         "(test_clf: refine with the checkpoint's sampler; fid: select by energy for --pyx 0; gen/"
-                        "uncond_samples: independent chains sampled as in training: the checkpoint's start, sampler "
-                        "and K, BatchNorm on batch statistics; tsne: test data, eval mode; "
+                        "uncond_samples: independent chains sampled as in training: the checkpoint's start and sampler, "
+                        "the training chains' mean length, BatchNorm on batch statistics; tsne: test data, eval mode; "
                         "cond_samples: class-conditional chains)")
     p.add_argument("--save_dir", default=None, help="eval directory (default: <checkpoint dir>/eval_<mode>)")
     p.add_argument("--dataset", default=None,
@@ -59,7 +59,8 @@ def build_parser():
                         "gen/uncond_samples: SGLD steps per round")
     g.add_argument("--n_sample_steps", type=positive_int, default=None,
                    help="gen/uncond_samples: rounds of --n_steps steps (default 100); project variant: steps per "
-                        "chain (default: the checkpoint's --n_steps, the K its chains were trained with)")
+                        "chain (default: as long as the training chains had run, on average: K for --short_run, "
+                        "else K / reinit_freq, at most K x the draws per buffer entry)")
     g.add_argument("--buffer_size", type=nonneg_int, default=0,
                    help="gen/uncond_samples: chains in the sampling buffer (0: --n_samples)")
     g.add_argument("--reinit_freq", type=probability, default=0.0, help="gen/uncond_samples: restarts per round")

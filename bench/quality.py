@@ -4,6 +4,7 @@ its own start and K, and of chains run --long_factor times longer), beside the r
 
     python bench/quality.py --minutes 8 --out bench/results/quality        # the README's table (about 2 hours on 2 CPUs)
     python bench/quality.py --recipes majem maebm --minutes 2 --n_fresh 500
+    python bench/quality.py --recipes --score_runs quickstart=experiment/quickstart_X --out Q   # score a finished run
 Writes <out>/quality.md (the table), quality.json, quality.png (every recipe's grids side by side) and the runs
 (<out>/runs/<recipe>, each with its eval_* folders). Refuses an --out that holds results unless --overwrite.
 """
@@ -59,7 +60,10 @@ RECIPES = {
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="rows, in this order")
+    p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES), help="rows, in this order")
+    p.add_argument("--score_runs", nargs="+", default=[], metavar="NAME=RUN_DIR",
+                   help="also score these finished training runs (e.g. a quickstart's) under the same protocol, "
+                        "as rows after the recipes")
     p.add_argument("--minutes", type=positive_float, default=2.0, help="wall-clock training budget of each recipe")
     p.add_argument("--n_fresh", type=positive_int, default=2000, help="new chains scored per sampler setting")
     p.add_argument("--long_factor", type=positive_int, default=10, help="the long chains run this many times K steps")
@@ -80,6 +84,12 @@ def parse(argv):
     a = p.parse_args(argv)
     if a.buffer_ratio >= 1:
         raise UserError(f"--buffer_ratio: expected a fraction in (0, 1), got {a.buffer_ratio}")
+    for item in a.score_runs:
+        name, _, run_dir = item.partition("=")
+        if not name or not os.path.isfile(os.path.join(run_dir, "last_ckpt.pt")):
+            raise UserError(f"--score_runs: expected NAME=RUN_DIR with RUN_DIR/last_ckpt.pt, got {item!r}")
+    if not a.recipes and not a.score_runs:
+        raise UserError("--recipes: name at least one recipe, or give --score_runs")
     return a
 
 
@@ -101,18 +111,18 @@ def ensure_centers(a):
 
 
 def train(a, name, run_dir):
-    flags = RECIPES[name][1]
     cmd = ["train_maebm.py", "--dataset", "fashionmnist", "--data_root", a.data_root, "--center_dir", a.center_dir,
-           *NETWORK, *flags, "--n_epochs", "1000", "--max_minutes", str(a.minutes), "--n_valid", str(a.n_valid),
+           *NETWORK, *RECIPES[name][1], "--n_epochs", "1000", "--max_minutes", str(a.minutes), "--n_valid", str(a.n_valid),
            "--eval_every", "1000", "--novis", "--seed", str(a.seed), "--device", a.device, "--save_dir", run_dir,
            *a.train_args.split()]
-    start = time.perf_counter()
     run(cmd, os.path.join(a.out, f"{name}_train.log"))
-    return (time.perf_counter() - start) / 60
 
 
-def recipe_k(flags):
-    return int(flags[flags.index("--n_steps") + 1])
+def training_minutes(run_dir):
+    """Minutes from the run's first to its last log line: the training loop and its evaluations."""
+    stamps = [line[:19] for line in open(os.path.join(run_dir, "log.txt")) if line[:4].isdigit()]
+    first, last = (time.mktime(time.strptime(t, "%Y-%m-%d %H:%M:%S")) for t in (stamps[0], stamps[-1]))
+    return (last - first) / 60
 
 
 def evaluate(a, ckpt, mode, out, *flags):
@@ -127,22 +137,22 @@ def scores(result):
     return {"fid": result["fid"], "kid": result["kid_mean"], "n": result["n_samples"]}
 
 
-def evaluate_recipe(a, name, run_dir):
-    """Accuracy, buffer scores and new-chain scores (K and long_factor x K steps) of one trained recipe."""
-    flags = RECIPES[name][1]
+def score_run(a, run_dir):
+    """Accuracy, buffer scores and new-chain scores (K and long_factor x K steps, chains in batches of the run's
+    --batch_size, as BatchNorm saw them in training) of a training run's last checkpoint."""
     ckpt = os.path.join(run_dir, "last_ckpt.pt")
-    k = recipe_k(flags)
-    bs = flags[flags.index("--batch_size") + 1] if "--batch_size" in flags else "64"  # chains' BatchNorm batch
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    flags, k = state["args"], state["args"]["n_steps"]
     ev = lambda tag: os.path.join(run_dir, f"eval_{tag}")
-    row = {"recipe": name, "what": RECIPES[name][0], "k": k,
-           "iterations": torch.load(ckpt, map_location="cpu", weights_only=False)["iteration"]}
-    if "--pyx" in flags and float(flags[flags.index("--pyx") + 1]) > 0:
+    row = {"k": k, "iterations": state["iteration"], "run_dir": run_dir, "train_minutes": training_minutes(run_dir),
+           "rollbacks": open(os.path.join(run_dir, "log.txt")).read().count("rolled back")}
+    if flags["pyx"] > 0:
         row["test_acc"] = evaluate(a, ckpt, "test_clf", ev("test_clf"))["test_acc"]
-    if "--short_run" not in flags:
+    if state.get("replay_buffer") is not None:
         row["buffer"] = scores(evaluate(a, ckpt, "fid", ev("buffer"), "--ratio", str(a.buffer_ratio)))
     for tag, steps in (("fresh", k), ("long", a.long_factor * k)):
         row[tag] = scores(evaluate(a, ckpt, "fid", ev(tag), "--fresh_samples", str(a.n_fresh), "--n_sample_steps",
-                                   str(steps), "--batch_size", bs))
+                                   str(steps), "--batch_size", str(flags["batch_size"])))
         row[tag]["steps"] = steps
     return row
 
@@ -171,7 +181,7 @@ def markdown(a, rows, floor):
             f"{a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: {a.n_fresh} from the "
             f"recipe's own start, its K and {a.long_factor}x K steps. Real-data floor: {floor['n']} test images, "
             f"FID {floor['fid']:.1f}, KID {floor['kid']:.4f}.\n\n")
-    lines = ["| recipe | iterations | test acc | buffer FID | buffer KID | new chains K | FID (K) | KID (K) | "
+    lines = ["| recipe | iterations (rollbacks) | test acc | buffer FID | buffer KID | new chains K | FID (K) | KID (K) | "
              f"FID ({a.long_factor}x K) | long / K | minutes |", "|" + "---|" * 11]
     lines.append(f"| real test images (floor) | - | - | {floor['fid']:.1f} | {floor['kid']:.4f} | - | {floor['fid']:.1f} | "
                  f"{floor['kid']:.4f} | - | - | - |")
@@ -180,11 +190,11 @@ def markdown(a, rows, floor):
             lines.append(f"| {r['recipe']} | failed: {r['error']} |" + " |" * 9)
             continue
         acc = f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-"
-        lines.append(f"| {r['recipe']} | {r['iterations']} | {acc} | {cell(r, 'buffer')} | "
+        lines.append(f"| {r['recipe']} | {r['iterations']} ({r['rollbacks']}) | {acc} | {cell(r, 'buffer')} | "
                      f"{cell(r, 'buffer', 'kid', '{:.4f}')} | {r['k']} | {cell(r, 'fresh')} | "
                      f"{cell(r, 'fresh', 'kid', '{:.4f}')} | {cell(r, 'long')} | "
                      f"{r['long']['fid'] / r['fresh']['fid']:.2f} | {r['train_minutes']:.1f} |")
-    lines += ["", *[f"- `{r['recipe']}`: {RECIPES[r['recipe']][0]}" for r in rows]]
+    lines += ["", *[f"- `{r['recipe']}`: {r['what']}" for r in rows]]
     return head + "\n".join(lines) + "\n"
 
 
@@ -220,13 +230,16 @@ def main(argv=None):
     prepare_out(a)
     ensure_centers(a)
     floor, rows = real_data_floor(a), []
-    for name in a.recipes:
-        run_dir = os.path.join(a.out, "runs", name)
+    jobs = [(name, RECIPES[name][0], os.path.join(a.out, "runs", name), True) for name in a.recipes]
+    jobs += [(item.partition("=")[0], f"scored run {item.partition('=')[2]}", item.partition("=")[2], False)
+             for item in a.score_runs]
+    for name, what, run_dir, to_train in jobs:
         try:
-            minutes = train(a, name, run_dir)
-            row = {**evaluate_recipe(a, name, run_dir), "train_minutes": minutes, "run_dir": run_dir}
+            if to_train:
+                train(a, name, run_dir)
+            row = {"recipe": name, "what": what, **score_run(a, run_dir)}
         except UserError as e:  # a recipe that diverges or fails is a row of the table, not the end of the bench
-            row = {"recipe": name, "error": str(e).splitlines()[0]}
+            row = {"recipe": name, "what": what, "error": str(e).splitlines()[0]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     info = {"minutes_each": a.minutes, "n_fresh": a.n_fresh, "long_factor": a.long_factor, "floor": floor,

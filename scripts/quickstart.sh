@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh clone: set up .venv, fit the Fashion-MNIST Gaussian, train M-JEM for a few minutes on the
-# CPU (or GPU), then print the test accuracy and where the sample grids are. Extra arguments go to train_maebm.py.
+# CPU (or GPU), draw 100 new chains the way training ran its chains, then print the test accuracy and where the
+# sample grids are. Extra arguments go to train_maebm.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -12,6 +13,7 @@ RUN=${RUN:-experiment/quickstart_$(date +%Y%m%d_%H%M%S)}
   --px 1.0 --pyx 1.0 --n_steps 5 --sgld_lr 1 --sgld_std 0.001 --l2_coeff 0.5 \
   --lr 0.05 --warmup_iters 200 --n_epochs 7 --decay_epochs 5 6 --n_valid 5000 \
   --plot_uncond --plot_every 200 --save_dir "$RUN" "$@"
+"$PY" eval_maebm.py --load_path "$RUN/last_ckpt.pt" --eval gen --variant project --n_samples 100 --no_fid
 "$PY" - "$RUN" <<'PYEOF'
 import glob, json, sys
 run = sys.argv[1]
@@ -20,5 +22,6 @@ acc = [r for r in rows if "test/acc" in r][-1]
 print(f"test accuracy after epoch {acc['epoch']}: {100 * acc['test/acc']:.2f}%")
 grids = sorted(glob.glob(f"{run}/samples/*.png"))
 print(f"sample grids: {run}/samples/ ({len(grids)} PNGs, newest {grids[-1] if grids else 'none'})")
+print(f"100 new chains from the fitted Gaussian: {run}/eval_gen/gen_samples.png")
 print(f"checkpoints and logs: {run}/ (TensorBoard: tensorboard --logdir {run}/tb)")
 PYEOF

@@ -37,3 +37,10 @@ def test_quality_bench_toy(tmp_path, fmnist_root, fmnist_centers):
     again = run_script("bench/quality.py", "--recipes", "majem", *common)
     assert again.returncode == 2 and "--overwrite" in again.stderr.strip().splitlines()[-1]
     assert json.load(open(out / "quality.json")) == info
+    # a finished run scored again under the same protocol (seeded chains): the same row
+    scored = tmp_path / "scored"
+    common[common.index(out)] = scored
+    run_script("bench/quality.py", "--recipes", "--score_runs", f"mine={majem['run_dir']}", *common, check=True)
+    mine, = json.load(open(scored / "quality.json"))["rows"]
+    assert mine["recipe"] == "mine" and mine["iterations"] == majem["iterations"] and mine["k"] == 5
+    assert mine["fresh"]["fid"] == pytest.approx(majem["fresh"]["fid"], rel=1e-4)

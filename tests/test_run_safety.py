@@ -147,8 +147,9 @@ def test_fid_grid_shows_a_random_draw_of_the_scored_images(tmp_path):
 
 
 def test_project_chains_are_sampled_as_training_ran_them(monkeypatch, tmp_path, fmnist_root, fmnist_centers):
-    """--variant project: K defaults to the run's --n_steps, BatchNorm normalises with the chains' batch statistics
-    (as training's chains did) and the running statistics come out unchanged."""
+    """--variant project: chains run as long as training's had (here 2 iterations x 16 chains of a 100-image buffer:
+    each barely drawn, so K), BatchNorm normalises with the chains' batch statistics (as training's chains did) and
+    the running statistics come out unchanged."""
     save = tmp_path / "run"
     run_script("train_maebm.py", "--data_root", fmnist_root, "--center_dir", fmnist_centers, "--save_dir", save,
                *TINY, "--max_iters", "2", "--n_steps", "3", check=True)
@@ -175,6 +176,17 @@ def test_project_chains_are_sampled_as_training_ran_them(monkeypatch, tmp_path, 
     upstream = eval_parser().parse_args(["--load_path", str(save / "last_ckpt.pt"), "--eval", "gen"])
     Evaluation(upstream, ckpt, arch, train_args, model, torch.device("cpu"))
     assert upstream.n_sample_steps == 100  # upstream's rounds
+
+
+def test_chain_length_as_trained():
+    quickstart = {"n_steps": 5, "batch_size": 64, "buffer_size": 10000, "reinit_freq": 0.05, "short_run": False}
+    # 3003 iterations: 19.2 draws per buffer entry, restarts every 20 draws on average
+    assert context.chain_steps_as_trained(quickstart, 3003) == 96
+    assert context.chain_steps_as_trained(quickstart, 100000) == 100  # long runs: K / reinit_freq
+    assert context.chain_steps_as_trained({**quickstart, "reinit_freq": 0.0}, 100000) == 5 * 640
+    assert context.chain_steps_as_trained({**quickstart, "short_run": True}, 3003) == 5
+    assert context.chain_steps_as_trained(quickstart, 10) == 5  # never fewer than K
+    assert context.chain_steps_as_trained({"n_steps": 5}, 3003) == 5  # an upstream checkpoint records no buffer
 
 
 def test_max_minutes_stops_with_a_checkpoint(tmp_path, fmnist_root, fmnist_centers):

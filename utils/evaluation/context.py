@@ -80,6 +80,17 @@ def load_model(ckpt, arch, train_args, path, device):
     return model.to(device).eval()
 
 
+def chain_steps_as_trained(train_args, iterations):
+    """Steps a training chain had run when the loss saw it, on average: K for short-run chains; with a replay buffer,
+    K times the mean draws since its start (1 / reinit_freq), at most the draws per buffer entry the run made."""
+    k = train_args.get("n_steps", 100)
+    if train_args.get("short_run") or "buffer_size" not in train_args:
+        return k
+    draws = iterations * train_args["batch_size"] / train_args["buffer_size"]
+    rho = train_args.get("reinit_freq", 0.0)
+    return max(k, round(k * (min(1 / rho, draws) if rho > 0 else draws)))
+
+
 @contextlib.contextmanager
 def frozen_batch_statistics(model):
     """Train mode (BatchNorm normalises with each batch's statistics) without moving the running statistics;
@@ -108,8 +119,9 @@ class Evaluation:
         self.sgld_lr = args.sgld_lr if args.sgld_lr is not None else self.train_args["sgld_lr"]
         self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
         self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
-        if args.n_sample_steps is None:  # the project variant's chains default to the training chains' K
-            args.n_sample_steps = 100 if args.variant == "upstream" else self.train_args.get("n_steps", 100)
+        if args.n_sample_steps is None:
+            args.n_sample_steps = 100 if args.variant == "upstream" else \
+                chain_steps_as_trained(self.train_args, ckpt.get("iteration") or 0)
         self._fid = None
 
     def dataset(self, name=None, train=False):
