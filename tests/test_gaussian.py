@@ -56,6 +56,21 @@ def test_per_class_start_uses_the_class_of_each_chain():
     assert x[y == 1].mean() == pytest.approx(0.5, abs=0.02)
 
 
+def test_per_class_start_applies_each_class_covariance_to_its_own_chains():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 4, 4, generator=g)
+    covs, means = a @ a.transpose(1, 2) * 0.01, torch.randn(3, 4, generator=g) * 0.1
+    start = GaussianStart(means, covs, (1, 2, 2), jitter=0)
+    y = torch.randint(0, 3, (50,), generator=g)
+    x = start.sample(50, y, generator=torch.Generator().manual_seed(1)).reshape(50, -1)
+    eps = torch.randn(50, 4, 1, generator=torch.Generator().manual_seed(1))
+    want = (means[y] + (torch.linalg.cholesky(covs.double()).float()[y] @ eps).squeeze(-1)).clamp(-1, 1)
+    assert torch.allclose(x, want, atol=1e-6)
+    # a 10,000-chain Fashion-MNIST buffer: one d x d factor per chain would need 24 GB
+    big = GaussianStart(torch.zeros(10, 784), torch.eye(784).expand(10, 784, 784) * 0.01, (1, 28, 28))
+    assert big.sample(10000).shape == (10000, 1, 28, 28)
+
+
 def test_bad_gaussian_files_give_clear_errors(tmp_path):
     with pytest.raises(UserError, match="one_center.py --dataset fashionmnist"):
         load_gaussian_start(str(tmp_path), "fashionmnist", (1, 28, 28))
