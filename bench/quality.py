@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.data import image_transform, load_dataset  # noqa: E402
 from utils.errors import UserError, positive_float, positive_int, run_cli  # noqa: E402
 from utils.fid import FidScorer  # noqa: E402
@@ -141,11 +142,11 @@ def score_run(a, run_dir):
     """Accuracy, buffer scores and new-chain scores (K and long_factor x K steps, chains in batches of the run's
     --batch_size, as BatchNorm saw them in training) of a training run's last checkpoint."""
     ckpt = os.path.join(run_dir, "last_ckpt.pt")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt)
     flags, k = state["args"], state["args"]["n_steps"]
     ev = lambda tag: os.path.join(run_dir, f"eval_{tag}")
     row = {"k": k, "iterations": state["iteration"], "run_dir": run_dir, "train_minutes": training_minutes(run_dir),
-           "rollbacks": open(os.path.join(run_dir, "log.txt")).read().count("rolled back")}
+           "rollbacks": state["rollbacks"]}
     if flags["pyx"] > 0:
         row["test_acc"] = evaluate(a, ckpt, "test_clf", ev("test_clf"))["test_acc"]
     if state.get("replay_buffer") is not None:
