@@ -11,7 +11,8 @@ from utils.checkpoint import load_checkpoint
 from utils.run_dir import read_metrics
 
 RECORDED = os.path.join(ROOT, "tests", "data", "quickstart_30_iters.json")
-# scripts/quickstart.sh's training flags, with the test's data and 30 iterations
+# scripts/quickstart.sh's training flags as recorded (before it moved to per-class starts, --init gm_class), with the
+# test's data and 30 iterations
 QUICKSTART = ["--dataset", "fashionmnist", "--model", "cnn", "--width", "1", "--norm", "batch", "--px", "1.0",
               "--pyx", "1.0", "--n_steps", "5", "--sgld_lr", "1", "--sgld_std", "0.001", "--l2_coeff", "0.5",
               "--lr", "0.05", "--warmup_iters", "200", "--n_epochs", "7", "--decay_epochs", "5", "6", "--n_valid", "40",
