@@ -2,7 +2,7 @@
 wall-clock budget, then is scored the same way (test accuracy; FID/KID of its replay buffer and of new chains with
 its own start and K, and of chains run --long_factor times longer), beside the real-data floor of that protocol.
 
-    python bench/quality.py --minutes 8 --out bench/results/quality        # the README's table (about 2 hours on 2 CPUs)
+    python bench/quality.py --minutes 6 --out bench/results/quality        # the README's table (about 80 min on 2 CPUs)
     python bench/quality.py --recipes majem maebm --minutes 2 --n_fresh 500
     python bench/quality.py --recipes --score_runs quickstart=experiment/quickstart_X --out Q   # score a finished run
 Writes <out>/quality.md (the table), quality.json, quality.png (every recipe's grids side by side) and the runs
@@ -41,10 +41,10 @@ RECIPES = {
     "majem": ("M-JEM: Gaussian start, K=5, p(x) + p(y|x) (upstream's published flags, logsumexp energy)", MAJEM),
     "majem_bf16": ("M-JEM with bf16 autocast and channels_last (fast on CPUs with AMX)",
                    MAJEM + ["--amp", "on", "--channels_last", "on"]),
+    "majem_class": ("M-JEM with one Gaussian per class (JEM++'s start)", MAJEM + ["--init", "gm_class"]),
     "maebm": ("M-EBM: Gaussian start, K=2, p(x) only", ["--px", "1", "--pyx", "0", "--uncond", "--init", "gm",
                                                        "--n_steps", "2", "--sgld_lr", "1", "--sgld_std", "0",
                                                        "--l2_coeff", "0.1"] + SGD),
-    "majem_class": ("M-JEM with one Gaussian per class (JEM++'s start)", MAJEM + ["--init", "gm_class"]),
     "jem": ("JEM: uniform start, persistent buffer, K=20", ["--px", "1", "--pyx", "1", "--init", "u", "--n_steps", "20",
                                                            "--sgld_lr", "1", "--sgld_std", "0.01", "--l2_coeff", "0"] + SGD),
     "shortrun": ("short-run, non-persistent: uniform start, no buffer, K=40 (Nijkamp et al.)",
