@@ -16,7 +16,8 @@ from utils.device import select_device
 from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int,
                           probability, run_cli)
 from utils.evaluation import MODES
-from utils.evaluation.context import UPSTREAM_SETS, Evaluation, checkpoint_model, eval_split, load_model
+from utils.evaluation.context import (UPSTREAM_SETS, Evaluation, checkpoint_model, chosen_weights, eval_split,
+                                      load_model)
 from utils.fid import PRECISIONS
 from utils.run_dir import RunLock, RunLogger
 from utils.sampling.samplers import SAMPLERS
@@ -34,6 +35,8 @@ def build_parser():
                         "the training chains' mean length, BatchNorm on batch statistics; tsne: test data, eval mode; "
                         "cond_samples: class-conditional chains)")
     p.add_argument("--save_dir", default=None, help="eval directory (default: <checkpoint dir>/eval_<mode>)")
+    p.add_argument("--weights", default="auto", choices=["auto", "ema", "online"],
+                   help="the checkpoint's --ema average or its online weights (auto: the average when it has one)")
     p.add_argument("--dataset", default=None,
                    help="test_clf/cali split: a dataset name (its test split), NAME_train / NAME_test, or upstream's "
                         f"{', '.join(k for k in UPSTREAM_SETS if '_' in k)}; default: the checkpoint's test split "
@@ -66,6 +69,8 @@ def build_parser():
     g.add_argument("--reinit_freq", type=probability, default=0.0, help="gen/uncond_samples: restarts per round")
     g.add_argument("--print_every", type=positive_int, default=100, help="gen/uncond_samples: a grid every N rounds")
     g.add_argument("--sampler", default=None, choices=list(SAMPLERS), help="project variant: default the checkpoint's")
+    g.add_argument("--sampler_precision", default="as_trained", choices=["as_trained", "fp32", "bf16"],
+                   help="precision of the chains' forward and backward (as_trained: the checkpoint's precision policy)")
     g.add_argument("--sgld_lr", type=positive_float, default=None, help="default: the checkpoint's (upstream's: 1)")
     g.add_argument("--sgld_std", type=nonneg_float, default=None, help="default: the checkpoint's (upstream's: 0)")
     g.add_argument("--n_samples", type=positive_int, default=10000, help="gen: new samples when --buffer_size is 0")
@@ -166,11 +171,12 @@ def main(argv=None):
                             "trained without labels (--pyx 0)")
         device = select_device(args.device, args.gpu_id)
         torch.manual_seed(args.seed)
-        model = load_model(ckpt, arch, train_args, args.load_path, device)
+        model = load_model(ckpt, arch, train_args, args.load_path, device, args.weights)
         out = make_out_dir(args)
         ev = Evaluation(args, ckpt, arch, train_args, model, device)
         result = {"mode": args.eval, "checkpoint": os.path.abspath(args.load_path), "iteration": ckpt.get("iteration"),
-                  "variant": args.variant, **fn(ev, out)}
+                  "variant": args.variant, "weights": chosen_weights(ckpt, args.weights, args.load_path),
+                  **fn(ev, out)}
     atomic_write_text(os.path.join(out, f"{args.eval}.json"), json.dumps(result, indent=2, default=float))
     if needs == "model" and not ckpt.get("upstream"):
         record_in_run(args, ckpt["iteration"], result)

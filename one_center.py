@@ -8,12 +8,12 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 from utils.checkpoint import atomic_torch_save
 from utils.data import DATASETS, dataset_info, dataset_labels, image_transform, load_dataset
 from utils.errors import ArgumentParser, UserError, positive_int, run_cli
 from utils.gaussian import center_paths, fit_gaussian_center, fit_size
+from utils.progress import progress
 
 
 def build_parser():
@@ -40,7 +40,7 @@ def main(argv=None):
         raise UserError(f"--save_dir: {args.save_dir} is not writable")
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False)
     start = time.time()
-    moments = fit_gaussian_center(tqdm(loader, desc="fitting", leave=False), n_classes)
+    moments = fit_gaussian_center(progress(loader, desc="fitting", leave=False), n_classes)
     mean, cov = moments.global_moments()
     outputs = [(center_paths(args.save_dir, args.dataset), mean, cov)]
     if args.per_class:

@@ -11,25 +11,27 @@ from types import SimpleNamespace
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from models import MODELS, NORMS
 from utils.checkpoint import CheckpointDir
 from utils.data import DATASETS, dataset_info
 from utils.device import select_device, wants_cuda
 from utils.distributed import any_rank, init_distributed, max_parameter_difference, on_main, shutdown
-from utils.errors import (ArgumentParser, UserError, int_or_minus_one, nonneg_float, nonneg_int, positive_float,
-                          positive_int, probability, run_cli)
+from utils.errors import (ArgumentParser, UserError, decay_rate, int_or_minus_one, nonneg_float, nonneg_int,
+                          positive_float, positive_int, probability, run_cli)
+from utils.precision import cpu_has_amx, precision_policy
+from utils.progress import progress
 from utils.run_dir import read_metrics
 from utils.sampling.samplers import SAMPLERS
 from utils.sampling.starts import make_start_fn
 from utils.thermo import ThermoRecorder
 from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
 from utils.training.guard import DivergenceGuard
+from utils.training.ema import WeightAverage
 from utils.training.plan import make_plan
 from utils.training.reporting import finish_iteration
-from utils.training.setup import (FastPath, architecture, load_data, make_buffer, make_fid_scorer,
-                                  make_model_and_optimizer, open_run_dir, prepare_model, read_start_checkpoint)
+from utils.training.setup import (architecture, load_data, make_buffer, make_fid_scorer, make_model_and_optimizer,
+                                  open_run_dir, prepare_model, read_start_checkpoint)
 from utils.training.state import TrainState
 from utils.training.step import train_step
 
@@ -57,7 +59,13 @@ def build_parser():
                    help="decay every N epochs instead of at --decay_epochs (e.g. 1 with --decay_rate 0.97: StepLR)")
     g.add_argument("--adam_beta1", type=float, default=0.9, help="Adam's beta1 (the tutorial recipe uses 0)")
     g.add_argument("--clf_only", action="store_true", help="only train the classifier head")
-    g.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd", help="sgd: momentum 0.9 (upstream); adam")
+    g.add_argument("--optimizer", choices=["adam", "sgd", "sam"], default="sgd",
+                   help="sgd: momentum 0.9 (upstream); adam; sam: sharpness-aware minimisation around that SGD (SADA-JEM)")
+    g.add_argument("--rho", type=nonneg_float, default=2.0,
+                   help="--optimizer sam: neighbourhood radius (SADA-JEM's default 2; upstream M-EBM's no-op flag)")
+    g.add_argument("--sam_adaptive", default="auto", choices=["auto", "on", "off"],
+                   help="--optimizer sam: adaptive SAM (weights-scaled neighbourhood); auto: SADA-JEM's rule, on for "
+                        "--rho >= 0.5")
     g.add_argument("--batch_size", type=positive_int, default=64, help="p(x) batch: data and SGLD chains")
     g.add_argument("--pyx_batch_size", type=positive_int, default=128,
                    help="labelled batch for p(y|x) (random crop + flip); an epoch is one pass over it, "
@@ -71,6 +79,11 @@ def build_parser():
                    help="iterations of linear learning-rate warm-up (-1 or 0: none, upstream's default)")
     g.add_argument("--weight_decay", type=nonneg_float, default=5e-4, help="L2 weight decay of the optimizer")
     g.add_argument("--clip_grad", type=nonneg_float, default=0.0, help="clip the parameter-gradient norm to this (0: off)")
+    g.add_argument("--ema", type=decay_rate, default=0.0,
+                   help="decay of an exponential moving average of the weights and BatchNorm buffers, updated every "
+                        "iteration, saved in checkpoints and used by eval_maebm.py (0: off; e.g. 0.999)")
+    g.add_argument("--ema_chains", action="store_true",
+                   help="with --ema, the training chains sample the averaged model (eval mode) instead of the online one")
 
     g = p.add_argument_group("loss")
     g.add_argument("--px", type=nonneg_float, default=1.0, help="weight of the p(x) (contrastive) loss")
@@ -86,7 +99,6 @@ def build_parser():
                    help="energy regulariser with weight --l2_coeff: asym (upstream) l2 (mean f(x+)^2 + (mean f(x-))^2); "
                         "sym l2 (mean E(x+)^2 + mean E(x-)^2)")
     g.add_argument("--sigma", type=nonneg_float, default=0.0, help="std of Gaussian noise added to p(x) data")
-    g.add_argument("--rho", type=float, default=2, help=NOOP)
     g.add_argument("--eps", type=float, default=1, help=NOOP)
 
     g = p.add_argument_group("network")
@@ -115,7 +127,8 @@ def build_parser():
     g.add_argument("--reinit_freq", type=probability, default=0.05, help="fraction of chains restarted each draw")
     g.add_argument("--init", default="gm", choices=["gm", "gm_class", "u", "n", "data"],
                    help="chain starts: gm fitted Gaussian, gm_class one Gaussian per class, u uniform, "
-                        "n standard Gaussian, data training images plus --init_noise")
+                        "n standard Gaussian, data a seeded random --buffer_size of the training images "
+                        "plus --init_noise")
     g.add_argument("--init_noise", type=nonneg_float, default=0.1, help="--init data: std of the added noise")
     g.add_argument("--short_run", action="store_true",
                    help="no replay buffer: every iteration starts fresh chains from --init (short-run, non-persistent)")
@@ -166,10 +179,12 @@ def build_parser():
 
     g = p.add_argument_group("speed")
     g.add_argument("--amp", default="off", choices=["auto", "on", "off"],
-                   help="bf16 autocast for forward passes and SGLD (off: fp32 as published; auto: on with CUDA; "
-                        "not yet shown on a GPU to keep the published accuracy and FID)")
+                   help="bf16 autocast for the loss's forwards and backward (off: fp32 as published; auto: on with "
+                        "CUDA and on CPUs with AMX); heads and energies stay fp32")
+    g.add_argument("--amp_sampler", default="off", choices=["on", "off"],
+                   help="bf16 autocast for the chains' forward and input-gradient backward too (off: fp32 chains)")
     g.add_argument("--channels_last", default="off", choices=["auto", "on", "off"],
-                   help="channels_last memory format (auto: on with CUDA)")
+                   help="channels_last memory format (auto: on with CUDA and on CPUs with AMX)")
     g.add_argument("--compile", action="store_true", help="torch.compile the energy model")
     g.add_argument("--sync_bn", action="store_true",
                    help="under torchrun, SyncBatchNorm across processes (CUDA); otherwise each keeps its own statistics")
@@ -200,12 +215,14 @@ class StopRequest:
     def out_of_time(self):
         return self.deadline is not None and time.monotonic() >= self.deadline
 
-    def requested(self, device, dist_info):
-        """Whether to stop after this iteration; every rank stops at the same one (one small all-reduce)."""
+    def requested(self, device, dist_info, sync_point):
+        """Whether to stop after this iteration. Under torchrun every rank must stop at the same one, which takes an
+        all-reduce and a host read: that happens only at `sync_point`s (iterations that log or checkpoint, where the
+        loop reads the device anyway), never on the others."""
         wanted = self.signum is not None or self.out_of_time()
         if not dist_info.enabled:
             return wanted
-        return bool(any_rank(torch.tensor(wanted, device=device), dist_info))
+        return sync_point and bool(any_rank(torch.tensor(wanted, device=device), dist_info))
 
 
 def main(argv=None, parser=None):
@@ -231,6 +248,8 @@ def main(argv=None, parser=None):
 
 def train(args, in_channels, image_size, image_shape, dist_info):
     device = select_device(args.device, args.gpu_id, dist_info.local_rank if dist_info.enabled else None)
+    precision = precision_policy(args.amp, args.amp_sampler, args.channels_last, device)
+    args.precision = precision.record()  # in args.json and checkpoints: evaluation samples as training did
     torch.manual_seed(args.seed)
     data = load_data(args, device, dist_info)
     plan = make_plan(args, data.n_classes, dist_info.world)
@@ -242,8 +261,8 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     if dist_info.enabled:
         torch.manual_seed(args.seed + dist_info.rank)  # same initial weights, different chains per rank
     buffer = make_buffer(args, plan, start_fn, device, dist_info)
-    fast = FastPath(args, device)
-    prepare_model(model, args, fast, data, device, fresh=args.resume is None)
+    prepare_model(model, args, precision, data, device, fresh=args.resume is None)
+    ema = WeightAverage(model, args.ema) if args.ema > 0 else None
     # Upstream's epoch is one pass over the 128-image labelled loader whatever --pyx is (p(x) batches cycle
     # beside it); only its label-free CelebA script iterates the p(x) loader.
     iters_per_epoch = len(data.px if data.labelled is None else data.labelled)
@@ -251,7 +270,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     px_stream, lab_stream = ResumableStream(data.px), ResumableStream(data.labelled)
     thermo = ThermoRecorder(args.batch_size, device) if args.thermo else None
     state = TrainState(args, arch, model, optim, buffer, px_stream, lab_stream, thermo,
-                       CheckpointDir(args.save_dir, args.keep_ckpts), dist_info)
+                       CheckpointDir(args.save_dir, args.keep_ckpts), dist_info, ema)
     if args.resume is not None:
         state.restore(ckpt, logger)
         for err in skipped:
@@ -267,15 +286,15 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                f"model {args.model} ({n_params / 1e6:.2f}M params) on {device}; {iters_per_epoch} iterations/epoch")
     model.train()
     parts = SimpleNamespace(args=args, plan=plan, model=model, optim=optim, buffer=buffer, start_fn=start_fn,
-                            px_stream=px_stream, lab_stream=lab_stream, thermo=thermo, fast=fast, device=device,
-                            data=data, dist=dist_info, image_shape=image_shape,
+                            px_stream=px_stream, lab_stream=lab_stream, thermo=thermo, precision=precision,
+                            ema=ema, device=device, data=data, dist=dist_info, image_shape=image_shape,
                             loss=make_loss(args, plan, model, device, dist_info),
                             fid=make_fid_scorer(args, data, buffer, device, dist_info))
-    logger.log(f"fast path: bf16 autocast {'on' if fast.amp else 'off'}, channels_last "
-               f"{'on' if fast.channels_last else 'off'}, torch.compile {'on' if args.compile else 'off'}")
+    logger.log(f"precision: {precision.describe()}, torch.compile {'on' if args.compile else 'off'}"
+               + (" (CPU with AMX)" if device.type == "cpu" and cpu_has_amx() else ""))
     guard = DivergenceGuard(args, device, dist_info)
     # The bar is closed before an error propagates, so the error stays the last line on stderr.
-    with tqdm(total=total_iters, initial=state.iteration, dynamic_ncols=True, desc="train") as bar:
+    with progress(total=total_iters, initial=state.iteration, dynamic_ncols=True, desc="train") as bar:
         while state.iteration < total_iters:
             it, epoch = state.iteration, state.epoch
             lr = state.lr_scale * lr_at(args.lr, it, epoch, args.warmup_iters, args.decay_epochs, args.decay_rate,
@@ -284,9 +303,10 @@ def train(args, in_channels, image_size, image_shape, dist_info):
             result = train_step(parts, it, lr, want_trace, guard)
             bar.update(1)
             epoch_end = state.advance(iters_per_epoch)
-            stopping = stop.requested(device, dist_info)
-            ckpt_due = epoch_end or state.iteration >= total_iters or stopping or \
-                (args.ckpt_every_iters and state.iteration % args.ckpt_every_iters == 0)
+            scheduled_ckpt = epoch_end or state.iteration >= total_iters or \
+                bool(args.ckpt_every_iters and state.iteration % args.ckpt_every_iters == 0)
+            stopping = stop.requested(device, dist_info, sync_point=scheduled_ckpt or it % args.print_every == 0)
+            ckpt_due = scheduled_ckpt or stopping
             if (it % args.print_every == 0 or ckpt_due) and guard.diverged():
                 guard.roll_back(state, logger, it, result.x_q)
                 bar.reset(total=total_iters)

@@ -92,15 +92,15 @@ def cuda_tests(a):
 
 def timing(a):
     out = os.path.join(a.out, "train_step.json")
-    size = ["--model", "cnn", "--width", "1", "--iters", "2", "--warmup", "1", "--batch_size", "8",
+    size = ["--nets", "cnn-1-1", "--iters", "2", "--warmup", "1", "--batch_size", "8",
             "--pyx_batch_size", "8", "--sampler_batches", "8"] if a.smoke else []
     rc, _ = run(["bench/train_step.py", "--device", a.device, "--out", out, *size], 150,
                 os.path.join(a.out, "train_step.log"))
     if rc != 0:
         return {"status": f"failed ({rc})", "log": "train_step.log"}
     info = json.load(open(out))
-    return {"model": info["model"], **{r["variant"]: {k: round(v, 3) for k, v in r.items() if k != "variant"}
-                                       for r in info["rows"]}}
+    return {f"{r['net']} {r['variant']}": {k: round(v, 3) for k, v in r.items() if k not in ("net", "variant")}
+            for r in info["rows"]}
 
 
 def has_fashion_mnist(a):

@@ -39,8 +39,8 @@ MAJEM = ["--px", "1", "--pyx", "1", "--init", "gm", "--n_steps", "5", "--sgld_lr
 # name -> (what it is, training flags); each recipe's K is its --n_steps
 RECIPES = {
     "majem": ("M-JEM: Gaussian start, K=5, p(x) + p(y|x) (upstream's published flags, logsumexp energy)", MAJEM),
-    "majem_bf16": ("M-JEM with bf16 autocast and channels_last (fast on CPUs with AMX)",
-                   MAJEM + ["--amp", "on", "--channels_last", "on"]),
+    "majem_bf16": ("M-JEM with bf16 autocast for the loss and the chains, and channels_last (fast on CPUs with AMX)",
+                   MAJEM + ["--amp", "on", "--amp_sampler", "on", "--channels_last", "on"]),
     "majem_class": ("M-JEM with one Gaussian per class (JEM++'s start)", MAJEM + ["--init", "gm_class"]),
     "maebm": ("M-EBM: Gaussian start, K=2, p(x) only", ["--px", "1", "--pyx", "0", "--uncond", "--init", "gm",
                                                        "--n_steps", "2", "--sgld_lr", "1", "--sgld_std", "0",
@@ -111,9 +111,10 @@ def ensure_centers(a):
              "--per_class"], os.path.join(a.out, "one_center.log"))
 
 
-def train(a, name, run_dir):
+def train(a, name, run_dir, flags=None):
+    """Train recipe `name` (or the given training flags) for --minutes into run_dir."""
     cmd = ["train_maebm.py", "--dataset", "fashionmnist", "--data_root", a.data_root, "--center_dir", a.center_dir,
-           *NETWORK, *RECIPES[name][1], "--n_epochs", "1000", "--max_minutes", str(a.minutes), "--n_valid", str(a.n_valid),
+           *NETWORK, *(RECIPES[name][1] if flags is None else flags), "--n_epochs", "1000", "--max_minutes", str(a.minutes), "--n_valid", str(a.n_valid),
            "--eval_every", "1000", "--novis", "--seed", str(a.seed), "--device", a.device, "--save_dir", run_dir,
            *a.train_args.split()]
     run(cmd, os.path.join(a.out, f"{name}_train.log"))
@@ -177,7 +178,12 @@ def cell(row, key, field="fid", fmt="{:.1f}"):
 
 
 def markdown(a, rows, floor):
-    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`), {a.minutes:g} min of training each; FID/KID: "
+    trained = [r["recipe"] for r in rows if r.get("trained")]
+    scored = [r["recipe"] for r in rows if not r.get("trained")]
+    budget = "; ".join(([f"{', '.join(trained)}: {a.minutes:g} min of training each"] if trained else []) +
+                       ([f"{', '.join(scored)}: scored as trained elsewhere (its training minutes in the table)"]
+                        if scored else []))
+    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`); {budget}. FID/KID: "
             f"{floor['convention']}, Inception {floor['precision']}, reference {floor['reference']}; buffer: top "
             f"{a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: {a.n_fresh} from the "
             f"recipe's own start, its K and {a.long_factor}x K steps. Real-data floor: {floor['n']} test images, "
@@ -232,15 +238,16 @@ def main(argv=None):
     ensure_centers(a)
     floor, rows = real_data_floor(a), []
     jobs = [(name, RECIPES[name][0], os.path.join(a.out, "runs", name), True) for name in a.recipes]
-    jobs += [(item.partition("=")[0], f"scored run {item.partition('=')[2]}", item.partition("=")[2], False)
-             for item in a.score_runs]
+    # a scored run is named by its directory's name alone: the table must not hold a path of this machine
+    jobs += [(name, f"scored run {os.path.basename(os.path.normpath(run_dir))}", run_dir, False)
+             for name, _, run_dir in (item.partition("=") for item in a.score_runs)]
     for name, what, run_dir, to_train in jobs:
         try:
             if to_train:
                 train(a, name, run_dir)
-            row = {"recipe": name, "what": what, **score_run(a, run_dir)}
+            row = {"recipe": name, "what": what, "trained": to_train, **score_run(a, run_dir)}
         except UserError as e:  # a recipe that diverges or fails is a row of the table, not the end of the bench
-            row = {"recipe": name, "what": what, "error": str(e).splitlines()[0]}
+            row = {"recipe": name, "what": what, "trained": to_train, "error": str(e).splitlines()[0]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     info = {"minutes_each": a.minutes, "n_fresh": a.n_fresh, "long_factor": a.long_factor, "floor": floor,

@@ -17,12 +17,18 @@ class EnergyModel(nn.Module):
     def forward(self, x, y=None):
         """Return (f(x) or f(x)[y], logits); f is the negative energy, one value per image."""
         h = self.f(x)
-        logits = self.class_output(h)
-        if self.uncond:
-            return self.energy_output(h).squeeze(-1), logits
-        if y is None:
-            return torch.logsumexp(logits, dim=1), logits
-        return logits.gather(1, y[:, None]).squeeze(1), logits
+        # The heads run in fp32 on fp32 features even under bf16 autocast: energies, the loss terms built on them
+        # and Metropolis tests compare differences of 0.01-0.1 that bf16 (spacing 0.06 at 10) would round away.
+        with torch.autocast(h.device.type, enabled=False):
+            h = h.float()
+            logits = self.class_output(h)
+            if self.uncond:
+                return self.energy_output(h).squeeze(-1), logits
+            if y is None:
+                return torch.logsumexp(logits, dim=1), logits
+            return logits.gather(1, y[:, None]).squeeze(1), logits
 
     def classify(self, x):
-        return self.class_output(self.f(x))
+        h = self.f(x)
+        with torch.autocast(h.device.type, enabled=False):
+            return self.class_output(h.float())

@@ -13,6 +13,9 @@ class ActNorm(nn.Module):
         self.loc = nn.Parameter(torch.zeros(1, n_channels, 1, 1))
         self.log_scale = nn.Parameter(torch.zeros(1, n_channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(False))
+        # Host-side copy of `initialized`: reading the buffer on every train-mode forward (every SGLD step) would
+        # be a host sync. None means "not known yet"; it is read once, and again after a state dict is loaded.
+        self._known_initialized = None
 
     @torch.no_grad()
     def _init_from(self, x):
@@ -22,10 +25,16 @@ class ActNorm(nn.Module):
         self.log_scale.copy_(-torch.log(std + 1e-6))
         self.initialized.fill_(True)
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = None
+
     def forward(self, x):
         # The data-dependent init must happen once, on real data; afterwards this is a plain affine map.
-        if self.training and not bool(self.initialized):
-            self._init_from(x)
+        if self.training and not self._known_initialized:
+            if not bool(self.initialized):
+                self._init_from(x)
+            self._known_initialized = True
         return (x + self.loc) * torch.exp(self.log_scale)
 
 

@@ -9,8 +9,12 @@ def test_bench_cpu_smoke(tmp_path):
     proc = run_script("bench/train_step.py", "--device", "cpu", "--iters", "1", "--warmup", "0", "--sampler_batches",
                       "8", "--batch_size", "8", "--pyx_batch_size", "8", "--n_steps", "2", "--out", out, check=True)
     info = json.load(open(out))
+    # on a CPU, by default: the quickstart CNN and WRN-16-2, each fp32 against the chosen policy, in one run
+    assert [(r["net"], r["variant"]) for r in info["rows"]] == [
+        ("cnn-1-1", "fp32_eager"), ("cnn-1-1", "bf16_loss"), ("wrn-16-2", "fp32_eager"), ("wrn-16-2", "bf16_loss")]
     row = info["rows"][0]
-    assert info["device"] == "cpu" and row["variant"] == "fp32_eager" and row["ms_per_iter"] > 0
+    assert info["device"] == "cpu" and all(r["ms_per_iter"] > 0 for r in info["rows"])
+    assert info["rows"][1]["flop_per_iter"] == row["flop_per_iter"]  # same work, another precision
     # the CPU default net (small CNN, 16 base filters, 3x32x32) counted by hand as 2 x multiply-adds per image:
     # convs 3->16 at 32x32, 16->32 at 16x16, 32->64 at 8x8, 64->64 at 4x4 (3x3), linear 1024->256, class head
     # 256->10 and M-JEM's energy head 256->1 (--uncond)

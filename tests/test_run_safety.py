@@ -21,6 +21,7 @@ from utils.evaluation import context
 from utils.evaluation.context import Evaluation, checkpoint_model, load_model
 from utils.evaluation.generative import random_grid
 from utils.run_dir import RunLock, read_metrics
+from utils.sampling.frozen import frozen_model_state
 from utils.training import reporting, step
 
 
@@ -167,7 +168,7 @@ def test_project_chains_are_sampled_as_training_ran_them(monkeypatch, tmp_path, 
     ev.sample(8, args.n_sample_steps)
     assert seen == [(True, 3)] and not model.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in running.items())
-    with context.frozen_batch_statistics(model):  # what the chains saw: outputs depend on the rest of the batch
+    with frozen_model_state(model):  # what the chains saw: outputs depend on the rest of the batch
         x = torch.rand(8, 1, 28, 28) * 2 - 1
         alone = model(x[:4])[0]
         mixed = model(torch.cat([x[:4], -torch.ones(4, 1, 28, 28)]))[0][:4]

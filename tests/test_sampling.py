@@ -89,7 +89,7 @@ def test_standard_gaussian_and_data_plus_noise_starts():
     # a standard normal clamped to [-1, 1]: variance 1 - 2 (phi(1) + Phi(-1)) + 2 Phi(-1) = 1 - 2 phi(1) = 0.5161
     assert float(x.var()) == pytest.approx(0.5161, abs=0.01)
     images = [(torch.full((1, 4, 4), v), 0) for v in (-0.5, 0.5)]
-    d_start = make_start_fn(SimpleNamespace(init="data", buffer_size=10, init_noise=0.05), (1, 4, 4), "cpu",
+    d_start = make_start_fn(SimpleNamespace(init="data", buffer_size=10, init_noise=0.05, seed=1), (1, 4, 4), "cpu",
                             lambda: images)
     x = d_start(20000)
     centre = torch.where(x.mean(dim=(1, 2, 3)) > 0, 0.5, -0.5).view(-1, 1, 1, 1)

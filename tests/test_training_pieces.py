@@ -9,13 +9,15 @@ import train_maebm
 from utils.checkpoint import CheckpointDir, load_checkpoint
 from utils.distributed import DistInfo
 from utils.errors import UserError
+from utils.precision import precision_policy
 from utils.run_dir import RunLogger
 from utils.sampling.buffer import ReplayBuffer
 from utils.sampling.starts import make_start_fn
 from utils.training import JointLoss
+from utils.training.ema import WeightAverage
 from utils.training.guard import DivergenceGuard
 from utils.training.plan import make_plan
-from utils.training.setup import FastPath, architecture, make_model_and_optimizer
+from utils.training.setup import architecture, make_model_and_optimizer
 from utils.training.state import TrainState
 from utils.training.step import train_step
 
@@ -53,12 +55,14 @@ def make_parts(tmp_path, *flags):
     start_fn = make_start_fn(args, SHAPE, device, None)
     plan = make_plan(args, 10, 1)
     parts = SimpleNamespace(args=args, plan=plan, model=model.train(), optim=optim, start_fn=start_fn, thermo=None,
-                            buffer=ReplayBuffer(start_fn(64)) if plan.sampling else None, fast=FastPath(args, device),
+                            buffer=ReplayBuffer(start_fn(64)) if plan.sampling else None,
+                            precision=precision_policy(args.amp, args.amp_sampler, args.channels_last, device),
+                            ema=WeightAverage(model, args.ema) if args.ema else None,
                             device=device, px_stream=FixedBatches(16, 1), lab_stream=FixedBatches(32, 2),
                             loss=JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective))
     (tmp_path / "run").mkdir(parents=True, exist_ok=True)
     state = TrainState(args, arch, model, optim, parts.buffer, parts.px_stream, parts.lab_stream, None,
-                       CheckpointDir(args.save_dir, 3), dist)
+                       CheckpointDir(args.save_dir, 3), dist, parts.ema)
     return parts, state, DivergenceGuard(args, device, dist), RunLogger(args.save_dir, tensorboard=False)
 
 

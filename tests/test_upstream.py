@@ -172,6 +172,12 @@ PUBLISHED = {
                              depth=28, plot_uncond=True, warmup_iters=1000, model="wrn", norm="batch",
                              print_every=100, n_epochs=200, decay_epochs=[60, 120, 180], n_steps=5, sgld_lr=1.0,
                              sgld_std=0.001, l2_coeff=0.5, uncond=True, batch_size=64, amp="off", channels_last="off"),
+    # SADA-JEM (the M-EBM authors' follow-up): its scripts/sadajem_cifar10.sh with train_sadajem.py's defaults
+    "sadajem_cifar10.sh": dict(dataset="cifar10", lr=0.1, optimizer="sam", rho=2.0, sam_adaptive="auto",
+                               weight_decay=5e-4, px=1.0, pyx=1.0, sigma=0.0, width=10, depth=28, plot_uncond=True,
+                               warmup_iters=1000, model="wrn", norm="batch", print_every=100, n_epochs=200,
+                               decay_epochs=[60, 120, 180], n_steps=5, sgld_lr=1.0, sgld_std=0.0, l2_coeff=0.0,
+                               uncond=False, batch_size=64, buffer_size=10000, reinit_freq=0.05, init="gm_class"),
     "maebm_celeba.sh": dict(dataset="celeba128", lr=0.02, optimizer="sgd", px=1.0, pyx=0.0, width=2, depth=28,
                             warmup_iters=1000, model="wrn", norm="batch", print_every=100, n_epochs=200,
                             decay_epochs=[80, 120, 160], n_steps=10, sgld_lr=1.0, sgld_std=0.0, sigma=0.0,

@@ -78,6 +78,14 @@ def probability(text):
     return v
 
 
+def decay_rate(text):
+    """argparse type: a float in [0, 1): an average's decay (0: off)."""
+    v = float(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return v
+
+
 def int_or_minus_one(text):
     """argparse type: an integer >= 0, or -1 for upstream's 'off / all / automatic'."""
     v = int(text)

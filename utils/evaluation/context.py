@@ -5,17 +5,19 @@ import os
 from types import SimpleNamespace
 
 import torch
-from tqdm import tqdm
 
 from models import build_model, load_weights
 from utils.data import DATASETS, dataset_info, image_transform, load_dataset
 from utils.errors import UserError
 from utils.fid import FidScorer
+from utils.precision import recorded_policy
+from utils.progress import progress
 from utils.run_dir import save_grid
+from utils.sampling.frozen import frozen_model_state
 from utils.sampling.samplers import run_sampler
 from utils.sampling.sgld import sgld_sample
 from utils.sampling.starts import make_start_fn
-from utils.training.objectives import has_generative_term
+from utils.training.objectives import CONDITIONAL_OBJECTIVES, has_generative_term
 from utils.upstream import adopt_upstream_checkpoint, upstream_architecture
 
 # upstream's --dataset / --datasets / --ood_dataset names -> (dataset, training split)
@@ -70,41 +72,45 @@ def checkpoint_model(args, ckpt, path):
     return arch, upstream_train_args(dataset)
 
 
-def load_model(ckpt, arch, train_args, path, device):
+def chosen_weights(ckpt, weights, path):
+    """"ema" or "online": --weights auto takes the --ema average when the checkpoint has one."""
+    has_ema = ckpt.get("ema_state_dict") is not None
+    if weights == "ema" and not has_ema:
+        raise UserError(f"--weights ema: checkpoint {path} holds no average (trained without --ema)")
+    return "ema" if weights == "ema" or (weights == "auto" and has_ema) else "online"
+
+
+def load_model(ckpt, arch, train_args, path, device, weights="auto"):
+    """The checkpoint's model in eval mode, with its online weights or its --ema average (see chosen_weights)."""
     model = build_model(arch["model"], arch["n_classes"], arch["in_channels"], arch["depth"], arch["width"],
                         arch["norm"], train_args.get("dropout_rate", 0.0), arch["uncond"], arch["image_size"],
                         arch.get("spectral_norm", False))
     if ckpt.get("upstream"):
         ckpt.update(adopt_upstream_checkpoint(ckpt, arch, path))
-    load_weights(model, ckpt["model_state_dict"], path)
+    key = "ema_state_dict" if chosen_weights(ckpt, weights, path) == "ema" else "model_state_dict"
+    load_weights(model, ckpt[key], path)
     return model.to(device).eval()
 
 
-def chain_steps_as_trained(train_args, iterations):
+def chain_steps_as_trained(train_args, iterations, world=1):
     """Steps a training chain had run when the loss saw it, on average: K for short-run chains; with a replay buffer,
-    K times the mean draws since its start (1 / reinit_freq), at most the draws per buffer entry the run made."""
+    K times the mean draws since its start (1 / reinit_freq), at most the draws per buffer entry the run made (each
+    of `world` processes draws --batch_size chains an iteration from its 1/world share of the buffer)."""
     k = train_args.get("n_steps", 100)
     if train_args.get("short_run") or "buffer_size" not in train_args:
         return k
-    draws = iterations * train_args["batch_size"] / train_args["buffer_size"]
+    draws = iterations * world * train_args["batch_size"] / train_args["buffer_size"]
     rho = train_args.get("reinit_freq", 0.0)
     return max(k, round(k * (min(1 / rho, draws) if rho > 0 else draws)))
 
 
 @contextlib.contextmanager
-def frozen_batch_statistics(model):
-    """Train mode (BatchNorm normalises with each batch's statistics) without moving the running statistics;
-    eval mode again on exit."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
+def upstream_train_mode(model):
+    """Upstream's sampling: train mode, BatchNorm's running statistics updated by the chains; eval mode after."""
     model.train()
-    for m in norms:
-        m.momentum = 0.0
     try:
         yield model
     finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
         model.eval()
 
 
@@ -119,9 +125,13 @@ class Evaluation:
         self.sgld_lr = args.sgld_lr if args.sgld_lr is not None else self.train_args["sgld_lr"]
         self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
         self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
+        override = getattr(args, "sampler_precision", "as_trained")
+        self.precision = recorded_policy(self.train_args, device, None if override == "as_trained" else override)
+        if self.precision.channels_last and model is not None:
+            model.to(memory_format=torch.channels_last)
         if args.n_sample_steps is None:
             args.n_sample_steps = 100 if args.variant == "upstream" else \
-                chain_steps_as_trained(self.train_args, ckpt.get("iteration") or 0)
+                chain_steps_as_trained(self.train_args, ckpt.get("iteration") or 0, len(ckpt.get("rng") or [None]))
         self._fid = None
 
     def dataset(self, name=None, train=False):
@@ -179,11 +189,22 @@ class Evaluation:
 
     def chains_as_trained(self):
         """The model as training ran its chains: a p(x) run samples in train mode (BatchNorm on the chains' own
-        batch statistics; its running statistics stay frozen here), a classifier-only run in eval mode."""
+        batch statistics), a classifier-only run in eval mode; either way the model's state comes out unchanged."""
         t = self.train_args
-        if t.get("px", 1.0) > 0 and has_generative_term(t.get("objective", "maebm")):
-            return frozen_batch_statistics(self.model)
-        return contextlib.nullcontext()
+        return frozen_model_state(self.model, train=t.get("px", 1.0) > 0 and
+                                  has_generative_term(t.get("objective", "maebm")))
+
+    def chain_labels(self, n):
+        """Balanced classes for n new chains where training drew its chains given labels (j_ebm, gcl,
+        --class_cond_p_x_sample), else None."""
+        t = self.train_args
+        if t.get("objective") in CONDITIONAL_OBJECTIVES or t.get("class_cond_p_x_sample"):
+            return torch.arange(n) % self.arch["n_classes"]
+        return None
+
+    def class_agreement(self, x, y):
+        """Fraction of samples that the classifier (eval mode) assigns to the class they were drawn given."""
+        return float((self.forward(x)[1].argmax(1) == y).float().mean())
 
     def sample(self, n, n_steps, y=None, snapshots=None):
         """n new chains of n_steps steps of the checkpoint's sampler, the model as training ran its chains (given
@@ -193,16 +214,17 @@ class Evaluation:
 
     def _sample(self, n, n_steps, y, snapshots):
         start, bs, out = self.start_fn(), self.args.batch_size, []
-        for i in tqdm(range(0, n, bs), desc=f"{self.args.eval}: {n} chains of {n_steps} steps", unit="batch"):
+        for i in progress(range(0, n, bs), desc=f"{self.args.eval}: {n} chains of {n_steps} steps", unit="batch"):
             yb = y[i:i + bs].to(self.device) if y is not None else None
-            x = start(min(bs, n - i), yb)
+            x = self.precision.layout(start(min(bs, n - i), yb))
             record = snapshots is not None and i == 0
             every = self.args.snapshot_every if record else n_steps
             if record:
                 snapshots.append(x[:10].cpu())
             for done in range(0, n_steps, every):
-                x, _ = run_sampler(self.sampler, self.model, x, min(every, n_steps - done), self.sgld_lr, self.sgld_std,
-                                   y=yb, n_leapfrog=self.train_args.get("n_leapfrog", 10))
+                with self.precision.sampler_autocast():
+                    x, _ = run_sampler(self.sampler, self.model, x, min(every, n_steps - done), self.sgld_lr,
+                                       self.sgld_std, y=yb, n_leapfrog=self.train_args.get("n_leapfrog", 10))
                 if record:
                     snapshots.append(x[:10].cpu())
             out.append(x.cpu())
@@ -219,14 +241,18 @@ class Evaluation:
             return xb.detach().cpu()
 
         def project(xb):
-            return run_sampler(self.sampler, self.model, xb, self.args.n_steps, self.sgld_lr, self.sgld_std,
-                               n_leapfrog=self.train_args.get("n_leapfrog", 10))[0].cpu()
+            with self.precision.sampler_autocast():
+                x, _ = run_sampler(self.sampler, self.model, self.precision.layout(xb), self.args.n_steps,
+                                   self.sgld_lr, self.sgld_std, n_leapfrog=self.train_args.get("n_leapfrog", 10))
+            return x.cpu()
         return self.batched(upstream if self.args.variant == "upstream" else project, x)
 
     def persistent_chains(self, out=None):
         """Upstream's new_samples: --buffer_size (else --n_samples) starts; each of --n_sample_steps rounds takes
         --batch_size of them (restarting --reinit_freq), runs --n_steps SGLD steps (unclamped gradient, model in
-        train mode as upstream) and writes them back; a grid samples_<round>.png every --print_every rounds."""
+        train mode; upstream's variant lets BatchNorm's running statistics move, the project variant restores the
+        model's state afterwards) and writes them back; a grid samples_<round>.png every --print_every rounds.
+        Returns (chains, SGLD steps each chain ran)."""
         a = self.args
         if a.n_steps == 0:
             raise UserError(f"--n_steps: --eval {a.eval} runs --n_steps SGLD steps per round; give at least 1 "
@@ -234,22 +260,29 @@ class Evaluation:
         start = self.start_fn()
         n = a.buffer_size or a.n_samples
         buffer = start(n)
+        steps = torch.zeros(n, dtype=torch.long, device=buffer.device)
         bs = min(a.batch_size, n)
-        self.model.train()
-        for i in tqdm(range(a.n_sample_steps), desc=f"{a.eval}: rounds of {a.n_steps} steps on {bs} of {n} chains"):
+        with frozen_model_state(self.model) if a.variant == "project" else upstream_train_mode(self.model):
+            self._run_persistent_chains(start, buffer, steps, bs, out)
+        return buffer.cpu(), steps.cpu()
+
+    def _run_persistent_chains(self, start, buffer, steps, bs, out):
+        a, n = self.args, len(buffer)
+        for i in progress(range(a.n_sample_steps), desc=f"{a.eval}: rounds of {a.n_steps} steps on {bs} of {n} chains"):
             idx = torch.randperm(n, device=buffer.device)[:bs] if n > bs else torch.arange(n, device=buffer.device)
             x0 = buffer[idx]
             fresh = torch.rand(bs, device=buffer.device) < a.reinit_freq
-            x0 = torch.where(fresh.view(-1, 1, 1, 1), start(bs), x0)
-            buffer[idx] = sgld_sample(self.model, x0, a.n_steps, self.sgld_lr, self.sgld_std, grad_clip=float("inf"))
+            x0 = self.precision.layout(torch.where(fresh.view(-1, 1, 1, 1), start(bs), x0))
+            with self.precision.sampler_autocast():
+                buffer[idx] = sgld_sample(self.model, x0, a.n_steps, self.sgld_lr, self.sgld_std,
+                                          grad_clip=float("inf"))
+            steps[idx] = torch.where(fresh, 0, steps[idx]) + a.n_steps
             if out is not None and (i + 1) % a.print_every == 0:
                 save_grid(buffer[idx], os.path.join(out, f"samples_{i + 1}.png"))
-        self.model.eval()
-        return buffer.cpu()
 
     def batch_statistics_features(self, x):
-        """(f(x), features) with BatchNorm on batch statistics and frozen running ones (upstream's t-SNE)."""
-        with frozen_batch_statistics(self.model), torch.no_grad():
+        """(f(x), features) with BatchNorm on batch statistics, the model's state unchanged (upstream's t-SNE)."""
+        with frozen_model_state(self.model), torch.no_grad():
             return self.batched(lambda xb: (self.model(xb)[0].cpu(), self.model.f(xb).cpu()), x, bs=100)
 
     def fid_scorer(self):

@@ -23,27 +23,53 @@ def per_class_top(ev, images, score, classes, ratio):
 
 
 def select_confident(ev, buffer):
-    """Upstream's --ratio: per class predicted by the classifier head, its most confident images; the project
-    variant ranks a --pyx 0 model's buffer by energy instead (its classifier head is untrained)."""
+    """(indices, how) of upstream's --ratio selection: per class predicted by the classifier head, its most
+    confident images; the project variant ranks a --pyx 0 model's buffer by energy instead (its classifier head is
+    untrained)."""
     f, probs = ev.forward(buffer)
     by_energy = ev.args.variant == "project" and ev.train_args["pyx"] == 0
     score = f if by_energy else probs.max(1).values
     classes = torch.zeros(len(buffer), dtype=torch.long) if by_energy else probs.argmax(1)
     keep = per_class_top(ev, buffer, score, classes, ev.args.ratio)
-    return buffer[keep], ("energy f(x)" if by_energy else "classifier confidence per predicted class")
+    return keep, ("energy f(x)" if by_energy else "classifier confidence per predicted class")
+
+
+NEVER_MOVED_WARNING = 0.1  # warn when more than this fraction of the scored persistent chains ran no step
+
+
+def persistent_chain_report(ev, steps):
+    """How far upstream's persistent chains got (steps: SGLD steps each scored chain ran), printed and returned for
+    the JSON, with a warning when many scored images are untouched Gaussian starts."""
+    never = int((steps == 0).sum())
+    upstream = ev.args.variant == "upstream"
+    report = {"chains_scored": len(steps), "chains_never_sampled": never,
+              "mean_sgld_steps_per_chain": float(steps.float().mean()),
+              "batchnorm_running_statistics": "updated by the chains (upstream: model in train mode while sampling); "
+                                              "the classifier selection and scores use the updated statistics"
+                                              if upstream else "restored after sampling (project variant)"}
+    print(f"{ev.args.eval}: persistent chains: {never} of {len(steps)} scored chains never sampled; "
+          f"{report['mean_sgld_steps_per_chain']:.2f} SGLD steps per chain on average; BatchNorm running statistics "
+          + ("were updated by the chains (upstream's procedure)" if upstream else "restored"), flush=True)
+    if never > NEVER_MOVED_WARNING * len(steps):
+        print(f"warning: {100 * never / len(steps):.0f}% of the scored chains are Gaussian starts that never moved; "
+              f"raise --n_sample_steps (each round samples only --batch_size {ev.args.batch_size} chains) or use "
+              "--variant project", flush=True)
+    return report
 
 
 def buffer_or_fresh(ev):
-    """The checkpoint's replay buffer, or with --fresh_samples that many images of upstream's persistent chains."""
+    """(images, source, SGLD steps per image or None): the checkpoint's replay buffer, or with --fresh_samples that
+    many images of upstream's persistent chains."""
     if ev.args.fresh_samples:
         ev.args.buffer_size = ev.args.fresh_samples
-        return ev.persistent_chains(), f"{ev.args.fresh_samples} new chains ({ev.args.n_sample_steps} rounds of " \
-                                       f"{ev.args.n_steps} steps)"
+        chains, steps = ev.persistent_chains()
+        return chains, f"{ev.args.fresh_samples} new chains ({ev.args.n_sample_steps} rounds of " \
+                       f"{ev.args.n_steps} steps)", steps
     buffer = ev.ckpt.get("replay_buffer")
     if buffer is None:
         raise UserError(f"checkpoint {ev.args.load_path} has no replay buffer (trained with --px 0); "
                         "use --fresh_samples N")
-    return buffer, f"replay buffer ({len(buffer)} images)"
+    return buffer, f"replay buffer ({len(buffer)} images)", None
 
 
 def random_grid(samples, path, seed, n=100):
@@ -52,16 +78,29 @@ def random_grid(samples, path, seed, n=100):
     save_grid(samples[pick], path, nrow=10)
 
 
+def new_chains(ev, n, snapshots=None):
+    """(samples, JSON fields): n chains sampled as the run trained them, given balanced classes where its chains
+    were drawn given labels (then with the classifier's agreement with those classes)."""
+    y = ev.chain_labels(n)
+    samples = ev.sample(n, ev.args.n_sample_steps, y=y, snapshots=snapshots)
+    if y is None:
+        return samples, {"chains_given_classes": False}
+    return samples, {"chains_given_classes": True, "classifier_agrees": ev.class_agreement(samples, y)}
+
+
 def mode_fid(ev, out):
+    extra = {}
     if ev.args.fresh_samples and ev.args.variant == "project":
-        samples = ev.sample(ev.args.fresh_samples, ev.args.n_sample_steps)
+        samples, extra = new_chains(ev, ev.args.fresh_samples)
         source, selection = f"{len(samples)} new chains of {ev.args.n_sample_steps} steps", "all"
     else:
-        images, source = buffer_or_fresh(ev)
-        samples, how = select_confident(ev, images)
-        selection = f"ratio {ev.args.ratio} by {how}"
+        images, source, steps = buffer_or_fresh(ev)
+        keep, how = select_confident(ev, images)
+        samples, selection = images[keep], f"ratio {ev.args.ratio} by {how}"
+        if steps is not None:
+            extra = persistent_chain_report(ev, steps[keep])
     random_grid(samples, os.path.join(out, "fid_samples.png"), ev.args.seed)
-    return {"source": source, "selection": selection, **ev.generative_scores(samples)}
+    return {"source": source, "selection": selection, **extra, **ev.generative_scores(samples)}
 
 
 def save_samples(out, samples, chain=None):
@@ -79,17 +118,17 @@ def save_samples(out, samples, chain=None):
 
 def mode_gen(ev, out):
     if ev.args.variant == "upstream":
-        samples = ev.persistent_chains(out)
+        samples, steps = ev.persistent_chains(out)
         result = {"n_samples": len(samples), "rounds": ev.args.n_sample_steps, "steps_per_round": ev.args.n_steps,
-                  "chains_per_round": min(ev.args.batch_size, len(samples))}
+                  "chains_per_round": min(ev.args.batch_size, len(samples)), **persistent_chain_report(ev, steps)}
         save_samples(out, samples)
     else:
         snaps = []
-        samples = ev.sample(ev.args.n_samples, ev.args.n_sample_steps, snapshots=snaps)
+        samples, labels = new_chains(ev, ev.args.n_samples, snapshots=snaps)
         chain = torch.stack(snaps, 1)  # 10 chains x snapshots
         save_grid(chain.flatten(0, 1), os.path.join(out, "gen_chains.png"), nrow=len(snaps))
         save_samples(out, samples, chain)
-        result = {"n_samples": len(samples), "n_sample_steps": ev.args.n_sample_steps,
+        result = {"n_samples": len(samples), "n_sample_steps": ev.args.n_sample_steps, **labels,
                   "snapshot_steps": [min(i * ev.args.snapshot_every, ev.args.n_sample_steps) for i in range(len(snaps))]}
     random_grid(samples, os.path.join(out, "gen_samples.png"), ev.args.seed)
     if not ev.args.no_fid:
@@ -99,10 +138,10 @@ def mode_gen(ev, out):
 
 def mode_uncond_samples(ev, out):
     if ev.args.variant == "upstream":
-        x = ev.persistent_chains(out)
+        x, steps = ev.persistent_chains(out)
         random_grid(x, os.path.join(out, "uncond_samples.png"), ev.args.seed)
         return {"n": len(x), "rounds": ev.args.n_sample_steps, "steps_per_round": ev.args.n_steps,
-                "figures": ["uncond_samples.png", "samples_<round>.png"]}
+                **persistent_chain_report(ev, steps), "figures": ["uncond_samples.png", "samples_<round>.png"]}
     x = ev.sample(100, ev.args.n_sample_steps)
     save_grid(x, os.path.join(out, "uncond_samples.png"), nrow=10)
     return {"n": 100, "n_sample_steps": ev.args.n_sample_steps, "figures": ["uncond_samples.png"]}
@@ -113,25 +152,26 @@ def mode_cond_samples(ev, out):
     project variant: class-conditional chains."""
     k = ev.args.n_per_class
     if ev.args.variant == "upstream":
-        images, source = buffer_or_fresh(ev)
+        images, source, steps = buffer_or_fresh(ev)
+        report = {} if steps is None else persistent_chain_report(ev, steps)
         pred = ev.forward(images)[1].argmax(1)
         each = [images[pred == c] for c in range(ev.arch["n_classes"])]
         n_grids = min(100, -(-max(len(e) for e in each) // k))
         for i in range(n_grids):
             save_grid(torch.cat([e[i * k:(i + 1) * k] for e in each]), os.path.join(out, f"samples_{i}.png"), nrow=k)
-        return {"source": source, "per_class_counts": [len(e) for e in each], "grids": n_grids,
+        return {"source": source, **report, "per_class_counts": [len(e) for e in each], "grids": n_grids,
                 "figures": ["samples_<i>.png"]}
     y = torch.arange(ev.arch["n_classes"]).repeat_interleave(k)
     x = ev.sample(len(y), ev.args.n_sample_steps, y=y)
     save_grid(x, os.path.join(out, "cond_samples.png"), nrow=k)
-    _, probs = ev.forward(x)
     return {"n_per_class": k, "n_sample_steps": ev.args.n_sample_steps, "figures": ["cond_samples.png"],
-            "classifier_agrees": float((probs.argmax(1) == y).float().mean())}
+            "classifier_agrees": ev.class_agreement(x, y)}
 
 
 def mode_best_samples(ev, out):
     """Upstream's best_samples: per predicted class, the --ratio buffer images of highest logsumexp of the logits."""
-    images, source = buffer_or_fresh(ev)
+    images, source, steps = buffer_or_fresh(ev)
+    report = {} if steps is None else persistent_chain_report(ev, steps)
     with torch.no_grad():
         logits = ev.batched(lambda xb: ev.model.classify(xb).cpu(), images)
     pred, px = logits.argmax(1), logits.logsumexp(1)
@@ -142,7 +182,7 @@ def mode_best_samples(ev, out):
         counts[c] = len(top)
         if len(top):
             save_grid(images[top], os.path.join(out, f"topk_{c}.png"))
-    return {"source": source, "per_class_counts": counts, "figures": "topk_<c>.png"}
+    return {"source": source, **report, "per_class_counts": counts, "figures": "topk_<c>.png"}
 
 
 def mode_quality(ev, out):

@@ -4,13 +4,13 @@ import os
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
-from tqdm import tqdm
 
 from utils.data import dataset_info
 from utils.errors import UserError
 from utils.evaluation.context import eval_split
 from utils.metrics import aupr, auroc, fpr_at_95_tpr, roc
 from utils.plotting import pyplot
+from utils.progress import progress
 
 SYNTHETIC_OOD = ("uniform", "constant", "blur")
 UPSTREAM_OOD = {"svhn": "svhn", "cifar_100": "cifar100", "celeba": "celeba", "cifar_interp": "interp"}
@@ -60,7 +60,7 @@ def ood_sets(ev, data, names):
 
 def score_sets(ev, sets):
     scores = {}
-    for name, x in tqdm(sets.items(), desc="OOD: scoring sets", unit="set"):
+    for name, x in progress(sets.items(), desc="OOD: scoring sets", unit="set"):
         f, probs = ev.forward(x)
         s = {}
         for fn in ev.args.scores or [ev.args.score_fn]:

@@ -1,7 +1,7 @@
 """Diagnostics of the sampling chains: energy and gradient norm along each chain, and long-run chains."""
 import torch
-from tqdm import tqdm
 
+from utils.progress import progress
 from utils.sampling.samplers import run_sampler
 
 
@@ -53,11 +53,11 @@ def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, 
     was_training = model.training
     model.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-            tqdm(total=n_steps, desc=f"long-run chains: {n} x {n_steps} steps", leave=False) as bar:
+            progress(total=n_steps, desc=f"long-run chains: {n} x {n_steps} steps", leave=False) as bar:
         torch.manual_seed(seed)
         trace = ProgressTrace(bar)
+        x0 = start_fn(n)
         with autocast():
-            x, _ = run_sampler(sampler, model, start_fn(n), n_steps, step_size, noise_std, n_leapfrog=n_leapfrog,
-                               trace=trace)
+            x, _ = run_sampler(sampler, model, x0, n_steps, step_size, noise_std, n_leapfrog=n_leapfrog, trace=trace)
     model.train(was_training)
     return x, torch.stack(trace)

@@ -8,7 +8,7 @@ chain at the state the step starts from (values the step computes anyway: no ext
 """
 import torch
 
-from utils.sampling.sgld import record_trace, sgld_sample
+from utils.sampling.sgld import input_grad, record_trace, sgld_sample
 
 SAMPLERS = ("sgld", "tutorial", "langevin", "langevin_exact", "gd_momentum", "adam", "mala", "hmc")
 
@@ -17,8 +17,7 @@ def _grad_f(neg_energy, x):
     """(f(x), grad_x f(x)) for a batch, without touching parameter gradients."""
     x = x.detach().requires_grad_(True)
     f = neg_energy(x)
-    g, = torch.autograd.grad(f.sum(), x)
-    return f.detach(), g
+    return f.detach(), input_grad(f, x)
 
 
 def _clamp(x, bounds):

@@ -8,6 +8,14 @@ def record_trace(trace, f, grad):
         trace.append(torch.stack([-f.detach().float(), grad.detach().flatten(1).float().norm(dim=1)]))
 
 
+def input_grad(f, x):
+    """grad_x of sum f. Taken outside autocast, so each backward op runs in its forward's dtype: inside an autocast
+    region the fp32 heads' backward would run in bf16."""
+    with torch.autocast(x.device.type, enabled=False):
+        g, = torch.autograd.grad(f.sum(), x)
+    return g
+
+
 def sgld_sample(model, x, n_steps, step_size, noise_std, y=None, grad_clip=1.0, trace=None):
     """Run `n_steps` of SGLD from `x`; returns the detached final samples.
 
@@ -19,7 +27,7 @@ def sgld_sample(model, x, n_steps, step_size, noise_std, y=None, grad_clip=1.0, 
     for _ in range(n_steps):
         x.requires_grad_(True)
         fx, _ = model(x, y)
-        grad, = torch.autograd.grad(fx.sum(), x)
+        grad = input_grad(fx, x)
         record_trace(trace, fx, grad)
         x = x.detach() + step_size * grad.clamp(-grad_clip, grad_clip)
         if noise_std > 0:

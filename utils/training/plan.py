@@ -40,6 +40,8 @@ def make_plan(args, n_classes, world):
                      class_cond_chains=args.class_cond_p_x_sample, n_classes=n_classes)
     if not has_generative_term(args.objective) and args.pyx == 0:
         raise UserError(f"--objective {args.objective} trains only the cross-entropy, but --pyx is 0")
+    if getattr(args, "ema_chains", False) and not args.ema:
+        raise UserError("--ema_chains samples the averaged model; give --ema DECAY too")
     if args.px == 0 and args.pyx == 0:
         raise UserError("--px and --pyx are both 0: nothing to train")
     if args.uncond and plan.class_blocked:

@@ -7,6 +7,7 @@ from utils.distributed import broadcast_object
 from utils.run_dir import save_grid
 from utils.sampling.buffer import uniform_start
 from utils.sampling.diagnostics import chain_summary, long_run_chains, plot_chain_trace
+from utils.sampling.frozen import frozen_model_state
 from utils.sampling.samplers import run_sampler
 from utils.training.measure import evaluate_classifier, input_grad_norm
 
@@ -20,7 +21,9 @@ def log_iteration(parts, logger, bar, result, iteration, epoch, lr):
     if parts.plan.sampling:
         values.update(chain_summary(torch.stack(result.trace), "chain"))
     logger.metrics(iteration, epoch=epoch, lr=lr, **values)
-    bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}")
+    # shown at the bar's next regular update: a forced refresh here would write a bar line per logged iteration
+    bar.set_postfix(ep=epoch, loss=f"{values['loss/total']:.4f}", acc=f"{values.get('train/acc', float('nan')):.3f}",
+                    refresh=False)
     logger.log(f"it {iteration} ep {epoch} lr {lr:.4g} " + " ".join(f"{k}={v:.4f}" for k, v in values.items()),
                echo=False)
 
@@ -38,7 +41,7 @@ def long_run(parts, logger, iteration, epoch):
     args, shape, device = parts.args, parts.image_shape, parts.device
     x, trace = long_run_chains(parts.model, lambda n: uniform_start(n, shape, device), args.long_run_n,
                                args.long_run_steps, args.sampler, args.sgld_lr, args.sgld_std, args.n_leapfrog,
-                               args.seed, device, parts.fast.autocast)
+                               args.seed, device, parts.precision.sampler_autocast)
     values = chain_summary(trace, "long_run")
     logger.metrics(iteration, epoch=epoch, **values)
     logger.log(f"long-run chains ({args.long_run_steps} steps) after iteration {iteration}: "
@@ -60,6 +63,9 @@ def evaluate_epoch(parts, state, logger, epoch):
         results["valid/loss"], results["valid/acc"], results["valid/f"] = evaluate_classifier(model, data.valid, device)
     if data.test is not None:
         results["test/loss"], results["test/acc"], results["test/f"] = evaluate_classifier(model, data.test, device)
+        if parts.ema is not None:  # the averaged weights, which evaluation uses by default
+            results["test_ema/loss"], results["test_ema/acc"], results["test_ema/f"] = \
+                evaluate_classifier(parts.ema.model, data.test, device)
     results = broadcast_object(results, dist)
     if results:
         logger.metrics(state.iteration, epoch=epoch, **results)
@@ -73,12 +79,12 @@ def evaluate_epoch(parts, state, logger, epoch):
         save_grid(parts.buffer.samples[:100], os.path.join(args.save_dir, "samples", f"buffer_{epoch}.png"))
         logger.image("samples/buffer", parts.buffer.samples[:64], state.iteration)
     if args.plot_cond and not args.uncond:
-        # eval mode so that drawing these grids leaves the BatchNorm statistics of training untouched
-        model.eval()
+        # the model as training's chains see it, its state (BatchNorm statistics, spectral-norm vectors) unchanged
         y = torch.arange(data.n_classes, device=device).repeat_interleave(10)
-        x, _ = run_sampler(args.sampler, model, parts.start_fn(len(y), y), args.n_steps * 10, args.sgld_lr,
-                           args.sgld_std, y=y, n_leapfrog=args.n_leapfrog)
-        model.train()
+        x0 = parts.precision.layout(parts.start_fn(len(y), y))
+        with frozen_model_state(model, train=parts.plan.generative), parts.precision.sampler_autocast():
+            x, _ = run_sampler(args.sampler, model, x0, args.n_steps * 10, args.sgld_lr, args.sgld_std, y=y,
+                               n_leapfrog=args.n_leapfrog)
         save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
         logger.image("samples/class_conditional", x, state.iteration)
 

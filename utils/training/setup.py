@@ -1,6 +1,5 @@
-"""Everything train() builds before its loop: device, data, model, optimizer, buffer, fast path, starting
+"""Everything train() builds before its loop: device, data, model, optimizer, buffer, starting
 checkpoint and run directory. Each function is one decision, shared with the benchmarks."""
-import contextlib
 import os
 from types import SimpleNamespace
 
@@ -16,25 +15,10 @@ from utils.errors import UserError
 from utils.fid import FidScorer
 from utils.run_dir import RunLogger, prepare_run_dir
 from utils.sampling.buffer import ReplayBuffer
+from utils.training.sam import SharpnessAware, sada_jem_adaptive
 from utils.upstream import adopt_upstream_checkpoint
 
 ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond", "spectral_norm")
-
-
-class FastPath:
-    """--amp (bf16 autocast) and --channels_last: 'auto' turns each on for CUDA only; off is fp32 as published."""
-
-    def __init__(self, args, device):
-        on = lambda v: v == "on" or (v == "auto" and device.type == "cuda")
-        self.amp, self.channels_last = on(args.amp), on(args.channels_last)
-        self.device_type = device.type
-        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-
-    def autocast(self):
-        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
-
-    def layout(self, x):
-        return x if x is None else x.contiguous(memory_format=self.memory_format)
 
 
 def load_data(args, device, dist_info):
@@ -119,6 +103,9 @@ def make_model_and_optimizer(args, arch, device, dist_info):
         optim = torch.optim.Adam(params, lr=args.lr, betas=(args.adam_beta1, 0.999), weight_decay=args.weight_decay)
     else:
         optim = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+    if args.optimizer == "sam":
+        adaptive = args.sam_adaptive == "on" or (args.sam_adaptive == "auto" and sada_jem_adaptive(args.rho))
+        optim = SharpnessAware(optim, args.rho, adaptive)
     return model, optim
 
 
@@ -143,13 +130,13 @@ def make_fid_scorer(args, data, buffer, device, dist_info):
     return FidScorer(data.px.dataset, cache_dir, args.dataset, device, n_ref=args.fid_ref_n, seed=args.seed)
 
 
-def prepare_model(model, args, fast, data, device, fresh):
-    """Fast-path layout and compilation; a fresh run's ActNorm layers initialised from real data."""
-    if fast.channels_last:
+def prepare_model(model, args, precision, data, device, fresh):
+    """The precision policy's layout, compilation; a fresh run's ActNorm layers initialised from real data."""
+    if precision.channels_last:
         model.to(memory_format=torch.channels_last)
     if args.compile:
         model.compile()
     if fresh and any(isinstance(m, ActNorm) for m in model.modules()):
         with torch.no_grad():  # ActNorm initialises from its first batch: make that real data
             first = torch.stack([data.px.dataset[i][0] for i in range(min(64, len(data.px.dataset)))])
-            model(fast.layout(first.to(device)))
+            model(precision.layout(first.to(device)))

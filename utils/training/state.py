@@ -12,11 +12,11 @@ COUNTERS = ("iteration", "epoch", "batch", "best_valid_acc", "lr_scale", "rollba
 
 
 class TrainState:
-    """Model, optimizer, this rank's buffer shard, data positions, RNGs, --thermo records and the loop counters
-    (iteration, epoch, batch within it, best validation accuracy, rollback lr scale and count)."""
+    """Model, optimizer, the --ema average, this rank's buffer shard, data positions, RNGs, --thermo records and the
+    loop counters (iteration, epoch, batch within it, best validation accuracy, rollback lr scale and count)."""
 
-    def __init__(self, args, arch, model, optim, buffer, px_stream, lab_stream, thermo, ckpts, dist_info):
-        self.args, self.arch, self.model, self.optim, self.buffer = args, arch, model, optim, buffer
+    def __init__(self, args, arch, model, optim, buffer, px_stream, lab_stream, thermo, ckpts, dist_info, ema=None):
+        self.args, self.arch, self.model, self.optim, self.buffer, self.ema = args, arch, model, optim, buffer, ema
         self.px_stream, self.lab_stream, self.thermo, self.ckpts, self.dist = px_stream, lab_stream, thermo, ckpts, dist_info
         self.iteration = self.epoch = self.batch = self.rollbacks = 0
         self.best_valid_acc, self.lr_scale, self.rolled_back_to = -1.0, 1.0, None
@@ -32,6 +32,7 @@ class TrainState:
 
         def write():
             payload = {"model_state_dict": self.model.state_dict(), "optimizer_state_dict": self.optim.state_dict(),
+                       "ema_state_dict": self.ema.state_dict() if self.ema is not None else None,
                        "replay_buffer": samples, "rng": rngs, "arch": self.arch, "args_json": json.dumps(vars(self.args)),
                        **{k: getattr(self, k) for k in COUNTERS}, "px_stream": self.px_stream.position(),
                        "lab_stream": self.lab_stream.position(),
@@ -51,6 +52,12 @@ class TrainState:
             raise UserError(f"checkpoint was written by {len(ckpt['rng'])} process(es); resume it with as many")
         self.model.load_state_dict(ckpt["model_state_dict"])
         self.optim.load_state_dict(ckpt["optimizer_state_dict"])
+        if self.ema is not None:
+            if ckpt.get("ema_state_dict") is None:  # a run without --ema continued with it: average from here
+                self.ema.reset_to(self.model)
+                logger.log("--ema: the checkpoint holds no average; it starts from the resumed weights")
+            else:
+                self.ema.load_state_dict(ckpt["ema_state_dict"])
         if self.buffer is not None:
             self.buffer.samples = self._shard(ckpt["replay_buffer"])
         for k in COUNTERS:
@@ -65,6 +72,8 @@ class TrainState:
     def start_from(self, ckpt, path, logger):
         """--load_path: the weights, and the buffer where its size matches; the counters start at 0."""
         load_weights(self.model, ckpt["model_state_dict"], path)
+        if self.ema is not None:
+            self.ema.reset_to(self.model)
         saved = ckpt.get("replay_buffer")
         if self.buffer is not None and saved is not None and len(saved) == self.args.buffer_size:
             self.buffer.samples = self._shard(saved)

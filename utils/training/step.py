@@ -5,6 +5,7 @@ import torch
 
 from utils.sampling.samplers import run_sampler
 from utils.thermo import energies as thermo_energies
+from utils.training.sam import SharpnessAware, running_statistics_frozen
 
 
 @dataclass
@@ -18,18 +19,21 @@ class StepResult:
 
 def draw_chains(parts, y_q, want_trace):
     """(samples, sampler info, trace): --batch_size chains from the buffer (or fresh, --short_run) through
-    --n_steps sampler steps, written back to the buffer."""
-    args, model, buffer = parts.args, parts.model, parts.buffer
+    --n_steps sampler steps in the sampler's precision, written back to the buffer. Starts are drawn in fp32."""
+    args, buffer, precision = parts.args, parts.buffer, parts.precision
+    model = parts.ema.model if args.ema_chains else parts.model
     if buffer is None:
         x0 = parts.start_fn(args.batch_size, y_q)
     else:
         x0, idx = buffer.draw(args.batch_size, parts.start_fn, args.reinit_freq, y_q)
-    if not parts.plan.generative:  # measurement chains leave the BatchNorm statistics of training alone
+    # eval mode: measurement chains leave the BatchNorm statistics of training alone, and the average keeps its own
+    if not parts.plan.generative or args.ema_chains:
         model.eval()
     trace = [] if want_trace else None
-    x_q, info = run_sampler(args.sampler, model, parts.fast.layout(x0), args.n_steps, args.sgld_lr, args.sgld_std,
-                            y=y_q, n_leapfrog=args.n_leapfrog, trace=trace)
-    model.train()
+    with precision.sampler_autocast():
+        x_q, info = run_sampler(args.sampler, model, precision.layout(x0), args.n_steps, args.sgld_lr, args.sgld_std,
+                                y=y_q, n_leapfrog=args.n_leapfrog, trace=trace)
+    parts.model.train()
     if buffer is not None:
         buffer.update(idx, x_q)
     return x_q, info, trace
@@ -41,28 +45,43 @@ def train_step(parts, iteration, lr, want_trace, guard):
     for group in parts.optim.param_groups:
         group["lr"] = lr
     x_p = y_p = x_l = y_l = x_q = y_q = trace = None
-    with parts.fast.autocast():
-        if plan.generative:
-            x_p, y_p = (t.to(device, non_blocking=True) for t in parts.px_stream.next())
-            if args.sigma > 0:
-                x_p = x_p + args.sigma * torch.randn_like(x_p)
-        if plan.sampling:
-            y_q = plan.chain_labels(y_p, args.batch_size, device)
-            x_q, sampler_info, trace = draw_chains(parts, y_q, want_trace)
-            guard.flag(~torch.isfinite(x_q).all())
-        if plan.classifying:
-            x_l, y_l = (t.to(device, non_blocking=True) for t in parts.lab_stream.next())
-        layout = parts.fast.layout
-        loss, logs = parts.loss(layout(x_p), x_q, layout(x_l), y_l, y_data=y_p, y_samples=y_q)
-        logs.update({f"sampler/{k}": v for k, v in sampler_info.items()} if plan.sampling else {})
+    if plan.generative:
+        x_p, y_p = (t.to(device, non_blocking=True) for t in parts.px_stream.next())
+        if args.sigma > 0:
+            x_p = x_p + args.sigma * torch.randn_like(x_p)
+    if plan.sampling:
+        y_q = plan.chain_labels(y_p, args.batch_size, device)
+        x_q, sampler_info, trace = draw_chains(parts, y_q, want_trace)
+        guard.flag(~torch.isfinite(x_q).all())
+    if plan.classifying:
+        x_l, y_l = (t.to(device, non_blocking=True) for t in parts.lab_stream.next())
+    layout = parts.precision.layout
+
+    def forward():
+        with parts.precision.loss_autocast():
+            return parts.loss(layout(x_p), x_q, layout(x_l), y_l, y_data=y_p, y_samples=y_q)
+
+    def backward(loss):
+        loss.backward()
+        if args.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+
+    loss, logs = forward()
+    logs.update({f"sampler/{k}": v for k, v in sampler_info.items()} if plan.sampling else {})
     guard.flag(~torch.isfinite(loss) | (loss.detach().abs() > args.diverge_threshold))
     if parts.thermo is not None:
         e_before, y_thermo = thermo_energies(model, x_q, y_q)
     parts.optim.zero_grad(set_to_none=True)
-    loss.backward()
-    if args.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-    parts.optim.step()
+    backward(loss)
+    if isinstance(parts.optim, SharpnessAware):  # the same batches and chains again, at the perturbed weights
+        parts.optim.first_step()
+        with running_statistics_frozen(model):
+            backward(forward()[0])
+        parts.optim.second_step()
+    else:
+        parts.optim.step()
+    if parts.ema is not None:
+        parts.ema.update(model)
     if parts.thermo is not None:
         parts.thermo.record(iteration, e_before, thermo_energies(model, x_q, y_thermo)[0])
     return StepResult(loss, logs, x_q, y_q, trace)

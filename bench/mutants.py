@@ -1,0 +1,288 @@
+"""Deliberate breaks: each is applied to a fresh copy of the working tree and must make its named tests fail.
+
+A break that its tests do not catch means those tests cannot fail on the bug they guard against. Usage:
+    python bench/mutants.py                      # every break, two at a time (about N x 30 s on 2 cores)
+    python bench/mutants.py --only fid_cache_key init_data_first
+    python bench/mutants.py --list
+Exit status 0 only when every break run was caught.
+"""
+import argparse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # file to break, relative to the repository root
+    edits: tuple  # (old, new) pairs; each `old` must occur exactly once in the file
+    tests: tuple  # pytest node ids that must fail on the broken copy
+
+
+M = "tests/test_measures.py::"
+P = "tests/test_precision.py::"
+E = "tests/test_ema.py::"
+MUTANTS = [
+    # the breaks first checked by hand (issue 14 and after), now kept here
+    Mutant("hmc_accepts_every_proposal", "utils/sampling/samplers.py",
+           (("log_alpha = (fy - _sum_dims(p ** 2) / 2) - (f - _sum_dims(p0 ** 2) / 2)",
+             "log_alpha = torch.full_like(f, float('inf'))"),),
+           ("tests/test_samplers.py::test_hmc_is_exact",)),
+    Mutant("langevin_dispatched_to_langevin_exact", "utils/sampling/samplers.py",
+           (('    if name == "langevin":\n        return langevin_sample(neg_energy, x, n_steps, step_size, noise_std, '
+             'bounds, trace)',
+             '    if name == "langevin":\n        return langevin_exact_sample(neg_energy, x, n_steps, step_size, '
+             'bounds, trace)'),),
+           ("tests/test_samplers.py::test_run_sampler_dispatches_each_name_to_its_sampler",)),
+    Mutant("sgld_uses_the_gradient_sign", "utils/sampling/sgld.py",
+           (("step_size * grad.clamp(-grad_clip, grad_clip)", "step_size * grad.sign()"),),
+           ("tests/test_sampling.py::test_one_sgld_step_is_the_upstream_update",)),
+    Mutant("uniform_start_is_zeros", "utils/sampling/buffer.py",
+           (("return torch.rand(n, *image_shape, device=device, generator=generator) * 2 - 1",
+             "return torch.zeros(n, *image_shape, device=device)"),),
+           ("tests/test_sampling.py::test_uniform_start_range",)),
+    Mutant("gcl_adds_the_marginal_term", "utils/training/objectives.py",
+           (("loss = loss - self.gamma * contrastive_divergence(", "loss = loss + self.gamma * contrastive_divergence("),),
+           ("tests/test_objectives.py::test_gcl_is_joint_minus_gamma_marginal",)),
+    Mutant("data_scaled_to_unit_range", "utils/data.py",
+           (("steps += [T.ToTensor(), T.Normalize((0.5,) * ch, (0.5,) * ch)]", "steps += [T.ToTensor()]"),),
+           ("tests/test_data.py::test_fashion_mnist_idx_layout_is_read_by_torchvision",)),
+    Mutant("spectral_norm_on_linear_only", "models/__init__.py",
+           (("if isinstance(module, (nn.Conv2d, nn.Linear)):", "if isinstance(module, nn.Linear):"),),
+           ("tests/test_models.py::test_spectral_norm_bounds_every_layer",)),
+    Mutant("l2_coefficient_ignored", "utils/training/objectives.py",
+           (("return alpha * ((f_data ** 2).mean() + f_samples.mean() ** 2)",
+             "return 0 * alpha * ((f_data ** 2).mean() + f_samples.mean() ** 2)"),),
+           ("tests/test_objectives.py::test_marginal_objective_with_upstream_regulariser",)),
+    Mutant("calibration_with_15_bins", "utils/evaluation/classifier.py",
+           (("CALIBRATION_BINS = 20", "CALIBRATION_BINS = 15"),),
+           ("tests/test_eval_e2e.py::test_modes_write_results",)),
+    Mutant("fid_cache_never_read", "utils/fid.py",
+           (("        if os.path.exists(self.cache_path):\n            z = np.load",
+             "        if False:\n            z = np.load"),),
+           (M + "test_fid_cache_is_keyed_by_the_exact_reference",
+            "tests/test_eval_e2e.py::test_fid_of_buffer_with_cached_reference")),
+    Mutant("inception_bn_shift_negated", "utils/fid.py",
+           (('state[f"{ours}.bn.bias"] = u["beta"]', 'state[f"{ours}.bn.bias"] = -u["beta"]'),),
+           ("tests/test_fid.py::test_converted_weights_give_fid_helpers_own_features",)),
+    Mutant("kid_keeps_the_diagonal", "utils/fid.py",
+           (("mmd = ((kaa.sum() - np.trace(kaa)) + (kbb.sum() - np.trace(kbb))) / (m * (m - 1))",
+             "mmd = (kaa.sum() + kbb.sum()) / (m * (m - 1))"),),
+           ("tests/test_metrics.py::test_kid_is_zero_within_its_spread_on_one_distribution_and_large_across_two",)),
+    Mutant("bench_counts_two_images", "bench/train_step.py", (("model(x[:1])", "model(x[:2])"),),
+           ("tests/test_bench.py::test_bench_cpu_smoke",)),
+    Mutant("temp_file_left_after_a_failed_write", "utils/checkpoint.py",
+           (("        if tmp is not None and os.path.exists(tmp):\n            os.unlink(tmp)\n        if isinstance",
+             "        if False:\n            os.unlink(tmp)\n        if isinstance"),),
+           ("tests/test_reliability.py::test_full_disk_leaves_the_run_untouched",
+            "tests/test_reliability.py::test_disk_full_mid_run_keeps_earlier_files_and_resumes")),
+    Mutant("inception_score_unshuffled", "utils/fid.py", (("shuffle=True, rng_seed=2020", "shuffle=False, rng_seed=2020"),),
+           ("tests/test_metrics.py::test_inception_score_closed_forms_and_order",)),
+    Mutant("overwrite_keeps_the_old_files", "utils/run_dir.py",
+           (("os.rename(os.path.join(save_dir, name), os.path.join(archive, name))", "pass"),),
+           ("tests/test_run_safety.py::test_overwrite_archives_the_old_run_and_resume_reads_only_the_new",)),
+    Mutant("no_run_lock", "utils/run_dir.py", (("fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass"),),
+           ("tests/test_run_safety.py::test_a_second_writer_stops_naming_the_holder",)),
+    Mutant("class_grids_bypass_the_sampler", "utils/training/reporting.py",
+           (("x, _ = run_sampler(args.sampler, model, x0,", 'x, _ = run_sampler("sgld", model, x0,'),),
+           ("tests/test_run_safety.py::test_class_conditional_grids_use_the_runs_sampler",)),
+    Mutant("rollback_keeps_the_lr", "utils/training/guard.py",
+           (("state.lr_scale * args.rollback_lr_factor, state.rollbacks + 1", "state.lr_scale, state.rollbacks + 1"),),
+           ("tests/test_training_pieces.py::test_guard_rolls_back_to_the_last_checkpoint_with_a_smaller_lr",)),
+    Mutant("restore_skips_the_rng_state", "utils/training/state.py",
+           (('        set_rng_state(ckpt["rng"][self.dist.rank])', "        pass"),),
+           ("tests/test_training_pieces.py::test_checkpoint_state_round_trip",)),
+    Mutant("optimizer_step_skipped", "utils/training/step.py", (("    parts.optim.step()", "    pass"),),
+           ("tests/test_training_pieces.py::test_classifier_steps_lower_the_loss",)),
+    Mutant("majem_launcher_without_uncond", "scripts/majem_cifar10.sh", (("  --uncond \\\n", ""),),
+           ("tests/test_upstream.py::test_launcher_passes_the_published_values",)),
+    Mutant("test_clf_refines_in_train_mode", "utils/evaluation/context.py",
+           (("        def upstream(xb):\n            for _ in range(self.args.n_steps):",
+             "        def upstream(xb):\n            self.model.train()\n            for _ in range(self.args.n_steps):"),),
+           ("tests/test_upstream.py::test_test_clf_refinement_leaves_batchnorm_statistics_alone",)),
+    Mutant("px_only_epoch_over_the_px_loader", "train_maebm.py",
+           (("iters_per_epoch = len(data.px if data.labelled is None else data.labelled)",
+             "iters_per_epoch = len(data.px)"),),
+           ("tests/test_upstream.py::test_epoch_length_and_lr_schedule_are_upstreams",)),
+    Mutant("upstream_keys_not_renamed", "utils/upstream.py",
+           ((".replace('shortcut.0.', 'shortcut.')", ""),),
+           ("tests/test_upstream.py::test_upstream_weights_give_the_same_outputs",)),
+    Mutant("run_directory_made_before_the_flags_are_checked", "train_maebm.py",
+           (("    plan = make_plan(args, data.n_classes, dist_info.world)\n", ""),
+            ("    lock, logger = open_run_dir(args, dist_info, on_main)  # the run directory stays locked while train() "
+             "runs\n",
+             "    lock, logger = open_run_dir(args, dist_info, on_main)\n"
+             "    plan = make_plan(args, data.n_classes, dist_info.world)\n")),
+           ("tests/test_cli_errors.py::test_bad_input",)),
+    # issue 22: evaluation and sampling measure what they say
+    Mutant("fid_cache_key", "utils/fid.py",
+           (('"seed": seed,\n', ""), ('"images": hashlib.sha1(images.numpy().tobytes()).hexdigest(),', "")),
+           (M + "test_fid_cache_is_keyed_by_the_exact_reference",)),
+    Mutant("fid_cache_unchecked", "utils/fid.py", (('if "key" in z and str(z["key"]) == self.key:', "if True:"),),
+           (M + "test_fid_cache_is_keyed_by_the_exact_reference",)),
+    Mutant("init_data_first", "utils/sampling/starts.py",
+           (("pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))[:args.buffer_size]",
+             "pick = torch.arange(min(len(ds), args.buffer_size))"),),
+           (M + "test_init_data_starts_from_a_seeded_random_subset",)),
+    Mutant("frozen_batchnorm_only", "utils/sampling/frozen.py",
+           (("model.load_state_dict(saved)",
+             "model.load_state_dict({k: v for k, v in saved.items() if 'running' in k or 'num_batches' in k}, "
+             "strict=False)"),),
+           (M + "test_frozen_model_state_restores_every_buffer_and_the_mode",
+            M + "test_project_variant_leaves_the_model_state_bit_identical")),
+    Mutant("persistent_chains_unrestored", "utils/evaluation/context.py",
+           (('with frozen_model_state(self.model) if a.variant == "project" else upstream_train_mode(self.model):',
+             "with upstream_train_mode(self.model):"),),
+           (M + "test_project_variant_leaves_the_model_state_bit_identical",)),
+    Mutant("gen_unconditional", "utils/evaluation/generative.py", (("y = ev.chain_labels(n)", "y = None"),),
+           (M + "test_new_chains_of_a_conditional_run_are_drawn_given_classes",)),
+    Mutant("chain_length_one_rank", "utils/evaluation/context.py",
+           (("draws = iterations * world * train_args", "draws = iterations * train_args"),),
+           (M + "test_chain_length_counts_every_rank",)),
+    Mutant("cond_grids_eval_mode", "utils/training/reporting.py",
+           (("with frozen_model_state(model, train=parts.plan.generative):",
+             "with frozen_model_state(model, train=False):"),),
+           (M + "test_class_conditional_grids_during_training_sample_as_training_chains",)),
+    Mutant("persistent_steps_uncounted", "utils/evaluation/context.py",
+           (("steps[idx] = torch.where(fresh, 0, steps[idx]) + a.n_steps", "steps[idx] = a.n_steps"),),
+           (M + "test_upstream_persistent_chains_report_untouched_starts",)),
+    Mutant("never_moved_no_warning", "utils/evaluation/generative.py",
+           (("if never > NEVER_MOVED_WARNING * len(steps):", "if False:"),),
+           (M + "test_upstream_persistent_chains_report_untouched_starts",)),
+    Mutant("actnorm_sync_every_forward", "models/norms.py",
+           (("if self.training and not self._known_initialized:", "if self.training:"),),
+           (M + "test_actnorm_reads_its_flag_from_the_device_once",)),
+    Mutant("stop_all_reduce_every_iteration", "train_maebm.py",
+           (("return sync_point and bool(any_rank(", "return bool(any_rank("),),
+           (M + "test_stop_request_is_read_across_ranks_only_at_sync_points",)),
+    Mutant("progress_every_tenth_second", "utils/progress.py",
+           (('kwargs.setdefault("mininterval", LOG_INTERVAL_S)', 'kwargs.setdefault("mininterval", 0.1)'),),
+           (M + "test_progress_bars_keep_a_log_file_small",)),
+    Mutant("quality_table_one_budget", "bench/quality.py",
+           (("{budget}. FID/KID: ", "{a.minutes:g} min of training each. FID/KID: "),),
+           (M + "test_quality_table_states_each_runs_own_budget",)),
+    Mutant("docs_machine_path", "docs/quality/quickstart.md",
+           (("scored run quickstart_", "scored run /tmp/qs-check/experiment/quickstart_"),),
+           (M + "test_no_committed_file_holds_a_path_of_the_machine_that_made_it",)),
+    # issue 23: precision where it matters
+    Mutant("heads_in_bf16", "models/energy.py",
+           (("        with torch.autocast(h.device.type, enabled=False):\n            h = h.float()\n            logits",
+             "        if True:\n            logits"),),
+           (P + "test_energies_and_every_loss_term_are_fp32_under_autocast",
+            P + "test_metropolis_decisions_under_autocast_equal_fp32_near_the_threshold")),
+    Mutant("input_gradient_backward_in_bf16", "utils/sampling/sgld.py",
+           (("    with torch.autocast(x.device.type, enabled=False):\n        g, = torch.autograd.grad(f.sum(), x)",
+             "    if True:\n        g, = torch.autograd.grad(f.sum(), x)"),),
+           (P + "test_metropolis_decisions_under_autocast_equal_fp32_near_the_threshold",)),
+    Mutant("starts_drawn_in_bf16", "utils/training/step.py",
+           (("        x0, idx = buffer.draw(args.batch_size, parts.start_fn, args.reinit_freq, y_q)",
+             "        with precision.loss_autocast():\n"
+             "            x0, idx = buffer.draw(args.batch_size, parts.start_fn, args.reinit_freq, y_q)"),),
+           (P + "test_fresh_starts_are_fp32_and_equal_the_fp32_draw",)),
+    Mutant("chains_in_the_loss_precision", "utils/training/step.py",
+           (("    with precision.sampler_autocast():", "    with precision.loss_autocast():"),),
+           (P + "test_chains_in_fp32_equal_the_fp32_paths_chains",)),
+    Mutant("eval_ignores_the_runs_precision", "utils/evaluation/context.py",
+           (("recorded_policy(self.train_args, device,", "recorded_policy({}, device,"),),
+           (P + "test_a_run_records_its_policy_and_eval_samples_with_it",)),
+    # issue 24: an average of the weights, sharpness-aware minimisation
+    Mutant("ema_never_updated", "utils/training/step.py", (("        parts.ema.update(model)", "        pass"),),
+           (E + "test_average_equals_the_hand_computed_one",)),
+    Mutant("ema_buffers_not_averaged", "utils/training/ema.py",
+           (("floats = [(a, m) for a, m in pairs if a.is_floating_point()]",
+             "floats = [(a, m) for a, m in pairs if isinstance(a, torch.nn.Parameter)]"),),
+           (E + "test_average_equals_the_hand_computed_one",)),
+    Mutant("ema_restarted_on_resume", "utils/training/state.py",
+           (('self.ema.load_state_dict(ckpt["ema_state_dict"])', "self.ema.reset_to(self.model)"),),
+           (E + "test_resumed_average_is_bit_identical",)),
+    Mutant("eval_ignores_the_average", "utils/evaluation/context.py",
+           (('key = "ema_state_dict" if chosen_weights(ckpt, weights, path) == "ema" else "model_state_dict"',
+             'key = "model_state_dict"'),),
+           (E + "test_eval_uses_the_average_unless_told_otherwise",)),
+    Mutant("sam_without_the_ascent_step", "utils/training/sam.py",
+           (("p.add_((p.abs() if self.adaptive else 1.0) * s * scale)", "p.add_(0 * s)"),),
+           ("tests/test_sam.py::test_one_step_equals_the_two_step_formula",)),
+    Mutant("sam_steps_from_the_perturbed_weights", "utils/training/sam.py", (("            p.copy_(saved)", "            pass"),),
+           ("tests/test_sam.py::test_one_step_equals_the_two_step_formula",)),
+    Mutant("sam_momentum_lost_on_resume", "utils/training/sam.py",
+           (('        self.base.load_state_dict(state["base"])', "        pass"),),
+           ("tests/test_sam.py::test_resumed_sam_run_is_bit_identical",)),
+    Mutant("sadajem_launcher_without_sam", "scripts/sadajem_cifar10.sh", (("--optimizer sam", "--optimizer sgd"),),
+           ("tests/test_upstream.py::test_launcher_passes_the_published_values",)),
+]
+
+
+def tree_files():
+    """Tracked and untracked-but-not-ignored files: the working tree as it is, uncommitted changes included."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, check=True).stdout
+    return [p for p in out.decode().split("\0") if p and os.path.isfile(os.path.join(ROOT, p))]
+
+
+def broken_copy(mutant, files, where):
+    for rel in files:
+        os.makedirs(os.path.dirname(os.path.join(where, rel)) or where, exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, rel), os.path.join(where, rel))
+    subprocess.run(["git", "init", "-q"], cwd=where, check=True)  # tests that list committed files need a repo
+    subprocess.run(["git", "add", "-A"], cwd=where, check=True)
+    target = os.path.join(where, mutant.path)
+    text = open(target).read()
+    for old, new in mutant.edits:
+        if text.count(old) != 1:
+            raise SystemExit(f"mutant {mutant.name}: {old!r} occurs {text.count(old)} times in {mutant.path}")
+        text = text.replace(old, new)
+    with open(target, "w") as fh:
+        fh.write(text)
+
+
+def run_mutant(mutant, files, python, timeout):
+    """(caught, seconds, pytest's last line) for one break."""
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"mutant_{mutant.name}_") as where:
+        broken_copy(mutant, files, where)
+        proc = subprocess.run([python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=",
+                               *mutant.tests], cwd=where, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    # 1: a test failed. Collection errors (2) or no tests run (4, 5) mean the named tests are wrong, not caught.
+    return proc.returncode == 1, time.monotonic() - start, last
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", default=None, help="names of the breaks to run (default: all)")
+    p.add_argument("--list", action="store_true", help="print each break and its tests, run nothing")
+    p.add_argument("--jobs", type=int, default=2, help="breaks tested at once")
+    p.add_argument("--timeout", type=int, default=900, help="seconds for one break's tests")
+    a = p.parse_args(argv)
+    names = {m.name for m in MUTANTS}
+    unknown = sorted(set(a.only or ()) - names)
+    if unknown:
+        p.error(f"--only: unknown break(s) {', '.join(unknown)}; --list shows them")
+    if a.jobs < 1 or a.timeout < 1:
+        p.error("--jobs and --timeout must be at least 1")
+    chosen = [m for m in MUTANTS if a.only is None or m.name in a.only]
+    if a.list:
+        for m in chosen:
+            print(f"{m.name}: {m.path}; {' '.join(m.tests)}")
+        return 0
+    files = tree_files()
+    with ThreadPoolExecutor(a.jobs) as pool:
+        results = list(pool.map(lambda m: run_mutant(m, files, sys.executable, a.timeout), chosen))
+    for m, (caught, seconds, last) in zip(chosen, results):
+        print(f"{'caught' if caught else 'MISSED'} {m.name} ({seconds:.0f} s): {last}", flush=True)
+    missed = [m.name for m, (caught, _, _) in zip(chosen, results) if not caught]
+    print(f"{len(chosen) - len(missed)} of {len(chosen)} breaks caught" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
