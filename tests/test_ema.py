@@ -35,8 +35,8 @@ def run_steps(parts, guard, state, first, last):
         state.advance(10)
 
 
-def test_resumed_average_is_bit_identical(tmp_path):
-    flags = ("--uncond", "--ema", "0.95")
+def whole_and_resumed(tmp_path, *flags):
+    """(parts after 4 uninterrupted steps, parts after 2 steps, a checkpoint, a restore into new parts, 2 more)."""
     parts, state, guard, _ = make_parts(tmp_path / "whole", *flags)
     run_steps(parts, guard, state, 0, 4)
     half, half_state, half_guard, logger = make_parts(tmp_path / "half", *flags)
@@ -45,6 +45,11 @@ def test_resumed_average_is_bit_identical(tmp_path):
     again, again_state, again_guard, _ = make_parts(tmp_path / "again", *flags)
     again_state.restore(load_checkpoint(str(tmp_path / "half" / "run" / "last_ckpt.pt")), logger)
     run_steps(again, again_guard, again_state, 2, 4)
+    return parts, again
+
+
+def test_resumed_average_is_bit_identical(tmp_path):
+    parts, again = whole_and_resumed(tmp_path, "--uncond", "--ema", "0.95")
     for k, v in parts.ema.state_dict().items():
         assert torch.equal(v, again.ema.state_dict()[k]), k
 
