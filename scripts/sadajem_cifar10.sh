@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SADA-JEM on CIFAR-10, the published recipe (github.com/sndnyang/SADAJEM scripts/sadajem_cifar10.sh with its
-# train_sadajem.py defaults): JEM's logsumexp energy (no --uncond), p(x) + p(y|x), sharpness-aware minimisation
+# train_sadajem.py defaults): JEM's logsumexp energy (no separate energy head), p(x) + p(y|x), sharpness-aware minimisation
 # around SGD (rho 2, adaptive by its rule rho >= 0.5, weight decay 5e-4), K=5 SGLD steps without noise, no l2 term,
 # chains from one Gaussian per class (its multi_center.py), un-augmented p(x) batches, WRN-28-10.
 # Needs the per-class Gaussians: python one_center.py --dataset cifar10 --data_root ./data --per_class

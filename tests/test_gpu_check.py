@@ -15,7 +15,8 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
     assert list(parts) == ["1 cuda tests", "2 published M-JEM iteration timed", "3 fp32 against the fast path",
                            "4 SIGKILL and resume"] and all(p["status"] == "ok" for p in parts.values())
     assert "passed" in parts["1 cuda tests"]["pytest"]
-    assert parts["2 published M-JEM iteration timed"]["fp32_eager"]["ms_per_iter"] > 0
+    timed = parts["2 published M-JEM iteration timed"]
+    assert timed["cnn-1-1 fp32_eager"]["ms_per_iter"] > 0 and timed["cnn-1-1 bf16_loss"]["ms_per_iter"] > 0
     compare = parts["3 fp32 against the fast path"]
     assert "verdict" in compare and compare["fp32"]["test_acc"] is not None
     for name in ("fp32", "fast"):

@@ -24,6 +24,7 @@ from utils.checkpoint import load_checkpoint
 from utils.distributed import DistInfo
 from utils.evaluation import context
 from utils.evaluation.context import Evaluation, chain_steps_as_trained
+from utils.precision import precision_policy
 from utils.sampling.frozen import frozen_model_state
 from utils.sampling.starts import make_start_fn
 from utils.training import reporting
@@ -204,6 +205,7 @@ def test_class_conditional_grids_during_training_sample_as_training_chains(tmp_p
     parts = SimpleNamespace(args=args, model=model, device=torch.device("cpu"), dist=DistInfo(),
                             data=SimpleNamespace(valid=None, test=None, n_classes=10), buffer=object(),
                             plan=SimpleNamespace(generative=True, classifying=True),
+                            precision=precision_policy("off", "off", "off", "cpu"),
                             start_fn=lambda n, y=None: torch.rand(n, 1, 28, 28) * 2 - 1)
     reporting.evaluate_epoch(parts, SimpleNamespace(iteration=7), logger, epoch=0)
     assert seen == [True] and model.training  # BatchNorm on the chains' batch statistics, as in training
