@@ -72,9 +72,3 @@ def recorded_policy(train_args, device, sampler_override=None):
     sampler = sampler_override or record.get("sampler", "fp32")
     return PrecisionPolicy(torch.device(device).type, record.get("loss") == "bf16", sampler == "bf16",
                            bool(record.get("channels_last", False)))
-
-
-def autocast_off(device_type):
-    """fp32 inside an autocast region (chain starts, heads)."""
-    return torch.autocast(device_type, enabled=False)
-
