@@ -13,7 +13,7 @@ from models import MODELS
 from utils.checkpoint import atomic_write_text, load_checkpoint
 from utils.data import DATASETS, dataset_info
 from utils.device import select_device
-from utils.errors import (ArgumentParser, UserError, nonneg_float, nonneg_int, positive_float, positive_int,
+from utils.errors import (ArgumentParser, UserError, factor, nonneg_float, nonneg_int, positive_float, positive_int,
                           probability, run_cli)
 from utils.evaluation import MODES
 from utils.evaluation.context import (UPSTREAM_SETS, Evaluation, checkpoint_model, chosen_weights, eval_split,
@@ -73,6 +73,7 @@ def build_parser():
                    help="precision of the chains' forward and backward (as_trained: the checkpoint's precision policy)")
     g.add_argument("--sgld_lr", type=positive_float, default=None, help="default: the checkpoint's (upstream's: 1)")
     g.add_argument("--sgld_std", type=nonneg_float, default=None, help="default: the checkpoint's (upstream's: 0)")
+    g.add_argument("--anneal_factor", type=factor, default=None, help="--sampler annealed: default the checkpoint's")
     g.add_argument("--n_samples", type=positive_int, default=10000, help="gen: new samples when --buffer_size is 0")
     g.add_argument("--snapshot_every", type=positive_int, default=20, help="gen: chain snapshot interval (steps)")
     g = p.add_argument_group("FID / KID / IS")

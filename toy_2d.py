@@ -1,4 +1,6 @@
 """Train an EBM on a toy 2-D dataset (Gaussian mixture, rings) and compare its density with the exact one.
+Objectives: contrastive divergence with persistent chains (cd), or without chains: denoising or sliced score
+matching (dsm, ssm), noise-contrastive estimation against the Gaussian fitted to the data (nce).
 
 Writes density.png (truth, learned density, samples), training.png, metrics.json (KL and total variation to
 the truth on a grid; log Z by quadrature and by AIS) and model.pt into --save_dir.
@@ -21,6 +23,7 @@ from utils.run_dir import RunLogger, prepare_run_dir
 from utils.sampling.samplers import SAMPLERS, run_sampler
 from utils.toy import TOY_DATASETS, density_distances, grid_points
 from utils.training import px_loss
+from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, dsm_loss, nce_loss, ssm_loss
 
 # upstream SGLD clamps to the image range [-1, 1]; points live on all of R^2
 TOY_SAMPLERS = [s for s in SAMPLERS if s != "sgld"]
@@ -30,6 +33,13 @@ def build_parser():
     p = ArgumentParser("toy_2d.py", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="mixture", choices=list(TOY_DATASETS),
                    help="mixture: 8 Gaussians (std 0.2) on a circle of radius 2; rings: radii 1, 2, 3 (std 0.08)")
+    p.add_argument("--objective", default="cd", choices=["cd", *CHAIN_FREE_OBJECTIVES],
+                   help="cd: contrastive divergence with a replay buffer; dsm / ssm / nce: as in train_maebm.py "
+                        "(nce's noise: the Gaussian fitted to 10,000 data points); chain-free runs draw their "
+                        "plotted samples with --sampler at the end")
+    p.add_argument("--dsm_sigma", type=positive_float, default=0.1, help="dsm: the noise level")
+    p.add_argument("--ssm_projections", type=positive_int, default=1, help="ssm: Rademacher projections per point")
+    p.add_argument("--nce_ratio", type=positive_int, default=1, help="nce: noise draws per data point")
     p.add_argument("--n_iters", type=positive_int, default=2000, help="training iterations")
     p.add_argument("--batch_size", type=positive_int, default=256, help="data points and chains per iteration")
     p.add_argument("--hidden", type=positive_int, default=128, help="width of the two hidden Swish layers")
@@ -109,6 +119,25 @@ def plot_training(path, rows):
     plt.close(fig)
 
 
+def fitted_gaussian(points):
+    """The Gaussian of a data sample's mean and covariance: NCE's noise, with an exact log density."""
+    return torch.distributions.MultivariateNormal(points.mean(0), covariance_matrix=torch.cov(points.T))
+
+
+def toy_loss(args, model, x_p, x_q, f_p, f_q, log_z, noise):
+    """The objective's loss on data x_p; x_q are the chains' samples (cd) or the noise draws (the others)."""
+    neg_energy = lambda z: model(z)[0]
+    if args.objective == "cd":
+        return px_loss(f_p, f_q, args.l2_coeff, args.reg)
+    if args.objective == "dsm":
+        return dsm_loss(neg_energy, x_p, torch.full((len(x_p),), args.dsm_sigma, device=x_p.device),
+                        torch.randn_like(x_p))[0]
+    if args.objective == "ssm":
+        x_rep = x_p.repeat(args.ssm_projections, 1)
+        return ssm_loss(neg_energy, x_rep, torch.randn_like(x_rep).sign())[0]
+    return nce_loss(f_p - log_z, f_q - log_z, noise.log_prob(x_p), noise.log_prob(x_q), args.nce_ratio)[0]
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -120,9 +149,11 @@ def main(argv=None):
     device = torch.device(args.device)
     sample_data, true_log_density = TOY_DATASETS[args.dataset]
     model = PointEnergy(2, args.hidden, args.prior_std).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.0, 0.999))
+    log_z = torch.nn.Parameter(torch.zeros((), device=device))  # nce's learned normaliser
+    optim = torch.optim.Adam([*model.parameters(), log_z], lr=args.lr, betas=(0.0, 0.999))
     start_fn = lambda n, y=None: (torch.rand(n, 2, device=device) * 2 - 1) * args.box
     buffer = ReplayBuffer(start_fn(args.buffer_size))
+    noise = fitted_gaussian(sample_data(10000).float().to(device))
     rows, started = [], time.time()
     loss = f_p = f_q = None
     for it in range(args.n_iters + 1):
@@ -137,17 +168,22 @@ def main(argv=None):
         if it == args.n_iters:
             break
         x_p = sample_data(args.batch_size).float().to(device)
-        x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq)
-        x_q, _ = run_sampler(args.sampler, model, x0, args.n_steps, args.sgld_lr, args.sgld_std, bounds=None,
-                             n_leapfrog=args.n_leapfrog)
-        buffer.update(idx, x_q)
+        if args.objective == "cd":
+            x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq)
+            x_q, _ = run_sampler(args.sampler, model, x0, args.n_steps, args.sgld_lr, args.sgld_std, bounds=None,
+                                 n_leapfrog=args.n_leapfrog)
+            buffer.update(idx, x_q)
+        else:
+            x_q = noise.sample((args.nce_ratio * args.batch_size,))  # the energy gap is read against the noise
         f_p, f_q = model(x_p)[0], model(x_q)[0]
-        loss = px_loss(f_p, f_q, args.l2_coeff, args.reg)
+        loss = toy_loss(args, model, x_p, x_q, f_p, f_q, log_z, noise)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
     final = dict(rows[-1])
     final["minutes"] = (time.time() - started) / 60
+    if args.objective == "nce":
+        final["log_z_nce"] = float(log_z)
     if args.ais_chains:
         model_d = PointEnergy(2, args.hidden, args.prior_std).double()
         model_d.load_state_dict({k: v.double().cpu() for k, v in model.state_dict().items()})
@@ -155,6 +191,9 @@ def main(argv=None):
             p.requires_grad_(False)
         final["log_z_ais"], final["log_z_ais_se"] = ais_log_z(lambda z: -model_d(z)[0], 2, n_chains=args.ais_chains,
                                                               n_temps=args.ais_temps, base_std=args.prior_std)
+    if args.objective != "cd":  # the chain-free model's samples: --sampler chains from the uniform box
+        buffer.samples, _ = run_sampler(args.sampler, model, start_fn(2000), args.n_steps, args.sgld_lr,
+                                        args.sgld_std, bounds=None, n_leapfrog=args.n_leapfrog)
     data = sample_data(2000).float()
     plot(os.path.join(args.save_dir, "density.png"), args, true_log_density, f_grid, data, buffer.samples[:2000].cpu())
     plot_training(os.path.join(args.save_dir, "training.png"), rows)

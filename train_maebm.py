@@ -17,7 +17,7 @@ from utils.checkpoint import CheckpointDir
 from utils.data import DATASETS, dataset_info
 from utils.device import select_device, wants_cuda
 from utils.distributed import any_rank, init_distributed, max_parameter_difference, on_main, shutdown
-from utils.errors import (ArgumentParser, UserError, decay_rate, int_or_minus_one, nonneg_float, nonneg_int,
+from utils.errors import (ArgumentParser, UserError, decay_rate, factor, int_or_minus_one, nonneg_float, nonneg_int,
                           positive_float, positive_int, probability, run_cli)
 from utils.precision import cpu_has_amx, precision_policy
 from utils.progress import progress
@@ -25,7 +25,9 @@ from utils.run_dir import read_metrics
 from utils.sampling.samplers import SAMPLERS
 from utils.sampling.starts import make_start_fn
 from utils.thermo import ThermoRecorder
+from utils.sampling.starts import start_density
 from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
+from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, ChainFreeLoss, start_log_z
 from utils.training.guard import DivergenceGuard
 from utils.training.ema import WeightAverage
 from utils.training.plan import make_plan
@@ -90,14 +92,25 @@ def build_parser():
     g.add_argument("--pyx", type=nonneg_float, default=1.0, help="weight of the p(y|x) cross-entropy")
     g.add_argument("--l2_coeff", type=nonneg_float, default=0.0,
                    help="energy regulariser l2 * (mean f(x+)^2 + (mean f(x-))^2)")
-    g.add_argument("--objective", default="maebm", choices=list(OBJECTIVES),
+    g.add_argument("--objective", default="maebm", choices=[*OBJECTIVES, *CHAIN_FREE_OBJECTIVES],
                    help="maebm/jem/m_ebm: marginal contrastive divergence on E(x) = -logsumexp f(x) (or the --uncond "
                         "head) plus pyx x cross-entropy; j_ebm: joint CD on E(x,y) = -f(x)[y], chains drawn given the "
-                        "data labels; gcl: j_ebm minus --gamma x marginal CD; dcl: cross-entropy only")
+                        "data labels; gcl: j_ebm minus --gamma x marginal CD; dcl: cross-entropy only. Without chains: "
+                        "dsm denoising score matching (--dsm_sigma), ssm sliced score matching (--ssm_projections), "
+                        "nce noise-contrastive estimation against --init's exact density (--nce_ratio, log Z learned); "
+                        "their samples come from the sampler flags, e.g. --sampler annealed")
     g.add_argument("--gamma", type=float, default=1.0, help="gcl: weight of the marginal term that is unlearned")
     g.add_argument("--reg", default="asym", choices=["asym", "sym"],
                    help="energy regulariser with weight --l2_coeff: asym (upstream) l2 (mean f(x+)^2 + (mean f(x-))^2); "
                         "sym l2 (mean E(x+)^2 + mean E(x-)^2)")
+    g.add_argument("--dsm_sigma", type=positive_float, default=0.1, help="dsm: the noise level")
+    g.add_argument("--dsm_sigmas", type=positive_float, nargs="+", default=None,
+                   help="dsm: several noise levels (replaces --dsm_sigma), one drawn per image, each term weighted "
+                        "by sigma^2 (Song & Ermon 2019)")
+    g.add_argument("--ssm_projections", type=positive_int, default=1, help="ssm: random projections per image")
+    g.add_argument("--ssm_dist", default="rademacher", choices=["rademacher", "gaussian"],
+                   help="ssm: distribution of the projection vectors")
+    g.add_argument("--nce_ratio", type=positive_int, default=1, help="nce: noise draws per data image")
     g.add_argument("--sigma", type=nonneg_float, default=0.0, help="std of Gaussian noise added to p(x) data")
     g.add_argument("--eps", type=float, default=1, help=NOOP)
 
@@ -118,10 +131,15 @@ def build_parser():
     g.add_argument("--sampler", default="sgld", choices=list(SAMPLERS),
                    help="sgld: upstream (clamped gradient); tutorial: noise then gradient clamped to +-0.03; "
                         "langevin: x + lr grad f + std N; langevin_exact: eps=--sgld_lr, x + eps^2/2 grad f + eps N; "
+                        "annealed: langevin with step and noise annealed over the chain (--anneal_factor); "
                         "gd_momentum / adam: noise-free descent on E; mala / hmc: Metropolis-adjusted "
                         "(step --sgld_lr; acceptance logged)")
     g.add_argument("--sgld_lr", type=positive_float, default=1.0, help="sampler step size")
-    g.add_argument("--sgld_std", type=nonneg_float, default=0.0, help="sampler noise std (sgld, tutorial, langevin)")
+    g.add_argument("--sgld_std", type=nonneg_float, default=0.0,
+                   help="sampler noise std (sgld, tutorial, langevin, annealed)")
+    g.add_argument("--anneal_factor", type=factor, default=100.0,
+                   help="annealed: the chain's first step is this many times --sgld_lr (noise sqrt as many times "
+                        "--sgld_std), falling geometrically to 1x at its last")
     g.add_argument("--n_leapfrog", type=positive_int, default=10, help="hmc: leapfrog steps per proposal")
     g.add_argument("--buffer_size", type=positive_int, default=10000, help="replay buffer size (persistent chains)")
     g.add_argument("--reinit_freq", type=probability, default=0.05, help="fraction of chains restarted each draw")
@@ -254,6 +272,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     data = load_data(args, device, dist_info)
     plan = make_plan(args, data.n_classes, dist_info.world)
     start_fn = make_start_fn(args, image_shape, device, lambda: data.px.dataset)
+    noise = start_density(args, image_shape, device) if args.objective == "nce" else None
     arch = architecture(args, in_channels, image_size, data.n_classes)
     ckpt, ckpt_path, skipped = read_start_checkpoint(args, arch)
     lock, logger = open_run_dir(args, dist_info, on_main)  # the run directory stays locked while train() runs
@@ -262,6 +281,8 @@ def train(args, in_channels, image_size, image_shape, dist_info):
         torch.manual_seed(args.seed + dist_info.rank)  # same initial weights, different chains per rank
     buffer = make_buffer(args, plan, start_fn, device, dist_info)
     prepare_model(model, args, precision, data, device, fresh=args.resume is None)
+    if noise is not None and args.resume is None and ckpt is None:
+        start_log_z(model, noise)
     ema = WeightAverage(model, args.ema) if args.ema > 0 else None
     # Upstream's epoch is one pass over the 128-image labelled loader whatever --pyx is (p(x) batches cycle
     # beside it); only its label-free CelebA script iterates the p(x) loader.
@@ -288,7 +309,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     parts = SimpleNamespace(args=args, plan=plan, model=model, optim=optim, buffer=buffer, start_fn=start_fn,
                             px_stream=px_stream, lab_stream=lab_stream, thermo=thermo, precision=precision,
                             ema=ema, device=device, data=data, dist=dist_info, image_shape=image_shape,
-                            loss=make_loss(args, plan, model, device, dist_info),
+                            loss=make_loss(args, plan, model, device, dist_info, noise),
                             fid=make_fid_scorer(args, data, buffer, device, dist_info))
     logger.log(f"precision: {precision.describe()}, torch.compile {'on' if args.compile else 'off'}"
                + (" (CPU with AMX)" if device.type == "cpu" and cpu_has_amx() else ""))
@@ -338,9 +359,13 @@ def final_numbers(save_dir, state):
     return final
 
 
-def make_loss(args, plan, model, device, dist_info):
-    """The differentiable part of an iteration, wrapped in DistributedDataParallel under torchrun."""
-    loss = JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective, args.gamma, args.reg)
+def make_loss(args, plan, model, device, dist_info, noise):
+    """The differentiable part of an iteration (`noise`: NCE's), wrapped in DistributedDataParallel under torchrun."""
+    if args.objective in CHAIN_FREE_OBJECTIVES:
+        loss = ChainFreeLoss(model, args.objective, args.px, args.pyx, args.dsm_sigmas or [args.dsm_sigma],
+                             args.ssm_projections, args.ssm_dist, noise, args.nce_ratio).to(device)
+    else:
+        loss = JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective, args.gamma, args.reg)
     if not dist_info.enabled:
         return loss
     # Heads that this objective never uses get no gradient; DDP must be told to expect that.

@@ -16,5 +16,9 @@ def build_parser():
     return p
 
 
+def main(argv=None):
+    return train_maebm.main(argv, build_parser())
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda argv=None: train_maebm.main(argv, build_parser())))
+    sys.exit(run_cli(main))

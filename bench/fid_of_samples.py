@@ -16,14 +16,14 @@ from utils.data import DATASETS, image_transform, load_dataset  # noqa: E402
 from utils.fid import FidScorer  # noqa: E402
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("samples", nargs="+", help=".npz files with an array 'samples'")
     p.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS))
     p.add_argument("--data_root", default="./data")
     p.add_argument("--fid_ref_n", type=int, default=2000, help="training images of the reference (0: all)")
     p.add_argument("--fid_stats_dir", default=None, help="default: <data_root>/fid_stats")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     reference = load_dataset(a.dataset, a.data_root, True, image_transform(a.dataset, False))
     scorer = FidScorer(reference, a.fid_stats_dir or os.path.join(a.data_root, "fid_stats"), a.dataset, "cpu",
                        n_ref=a.fid_ref_n)

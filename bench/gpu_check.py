@@ -25,7 +25,7 @@ from utils.errors import UserError  # noqa: E402
 from utils.run_dir import read_metrics  # noqa: E402
 
 
-def parse():
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md, samples_*.npz, logs")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -35,7 +35,7 @@ def parse():
     p.add_argument("--fashion_mnist_gz", default="/usr/share/datasets/fashion-mnist",
                    help="folder of Fashion-MNIST's *-ubyte.gz files (Debian's layout), unpacked into --data_root")
     p.add_argument("--iters", type=int, default=300, help="part 3: iterations of each fp32 / fast-path run")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 class Report:
@@ -200,8 +200,8 @@ def kill_and_resume(a):
             "bit_identical": diff == 0.0, "final_loss": [loss(full)[-1:], loss(part_dir)[-1:]]}
 
 
-def main():
-    a = parse()
+def main(argv=None):
+    a = parse(argv)
     os.makedirs(a.out, exist_ok=True)
     import torch
     device = torch.cuda.get_device_name(0) if a.device == "cuda" and torch.cuda.is_available() else "cpu"

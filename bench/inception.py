@@ -18,7 +18,7 @@ from utils.data import image_transform, load_dataset  # noqa: E402
 from utils.fid import PRECISIONS, InceptionFeatures, extract, feature_stats, find_inception_weights, frechet_distance  # noqa: E402
 
 
-def parse():
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--data_root", default="./data")
     p.add_argument("--n", type=int, default=2000, help="images per set")
@@ -28,7 +28,7 @@ def parse():
                    help="tf32 runs only on CUDA")
     p.add_argument("--layouts", nargs="+", default=["channels_last", "contiguous"], choices=["channels_last", "contiguous"])
     p.add_argument("--out", default="bench/inception.json")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def image_sets(a):
@@ -39,8 +39,8 @@ def image_sets(a):
     return {"train_vs_test": (train, test), "test_vs_noisy_test": (test, noisy)}
 
 
-def main():
-    a = parse()
+def main(argv=None):
+    a = parse(argv)
     device = torch.device(a.device)
     state, source, has_logits = find_inception_weights()
     sets = image_sets(a)

@@ -30,6 +30,7 @@ class Mutant:
 M = "tests/test_measures.py::"
 P = "tests/test_precision.py::"
 E = "tests/test_ema.py::"
+C = "tests/test_chain_free.py::"
 MUTANTS = [
     # the breaks first checked by hand (issue 14 and after), now kept here
     Mutant("hmc_accepts_every_proposal", "utils/sampling/samplers.py",
@@ -217,6 +218,38 @@ MUTANTS = [
            ("tests/test_sam.py::test_resumed_sam_run_is_bit_identical",)),
     Mutant("sadajem_launcher_without_sam", "scripts/sadajem_cifar10.sh", (("--optimizer sam", "--optimizer sgd"),),
            ("tests/test_upstream.py::test_launcher_passes_the_published_values",)),
+    # issue 25: the faster FID and the in-process script runner
+    Mutant("fid_without_the_cross_term", "utils/fid.py",
+           (("np.trace(sigma_b) - 2 * tr_covmean", "np.trace(sigma_b) - tr_covmean"),),
+           ("tests/test_fid.py::test_frechet_distance_equals_pytorch_fids_routine",)),
+    Mutant("fid_trace_of_the_product_not_its_root", "utils/fid.py",
+           (("tr_covmean = np.sqrt(np.clip(", "tr_covmean = (np.clip("),),
+           ("tests/test_fid.py::test_frechet_distance_equals_pytorch_fids_routine",)),
+    Mutant("in_process_runs_ignore_the_exit_code", "tests/conftest.py",
+           (("                code = run_cli(script_main(script), list(map(str, args))) or 0",
+             "                run_cli(script_main(script), list(map(str, args)))\n                code = 0"),),
+           ("tests/test_cli_errors.py",)),
+    # issue 26: each chain-free objective without its key term
+    Mutant("dsm_without_the_noise_target", "utils/training/chain_free.py",
+           (("return 0.5 * _per_image((sigma * s + eps) ** 2).mean(), f", "return 0.5 * _per_image((sigma * s) ** 2).mean(), f"),),
+           (C + "test_dsm_equals_its_formula", C + "test_dsm_with_a_small_sigma_recovers_the_precision")),
+    Mutant("ssm_without_the_hessian_term", "utils/training/chain_free.py",
+           (("return (_per_image(hv * v) + 0.5 * sv ** 2).mean(), f", "return (0.5 * sv ** 2).mean(), f"),),
+           (C + "test_ssm_equals_its_formula", C + "test_ssm_recovers_the_precision")),
+    Mutant("nce_without_the_noise_term", "utils/training/chain_free.py",
+           (("loss = -(F.logsigmoid(g_data).mean() + ratio * F.logsigmoid(-g_noise).mean())",
+             "loss = -F.logsigmoid(g_data).mean()"),),
+           (C + "test_nce_equals_its_formula", C + "test_nce_with_a_gaussian_noise_recovers_the_precision_and_log_z")),
+    Mutant("nce_noise_density_ignored", "utils/training/chain_free.py",
+           (("g_data = log_p_data - log_q_data - math.log(ratio)", "g_data = log_p_data - math.log(ratio)"),
+            ("g_noise = log_p_noise - log_q_noise - math.log(ratio)", "g_noise = log_p_noise - math.log(ratio)")),
+           (C + "test_nce_with_a_gaussian_noise_recovers_the_precision_and_log_z",)),
+    Mutant("annealed_schedule_restarts_each_piece", "utils/sampling/samplers.py",
+           (("    first, total = window or (0, n_steps)", "    first, total = 0, n_steps"),),
+           (C + "test_annealed_langevin_shrinks_its_moves_and_samples_a_gaussian",)),
+    Mutant("chain_free_run_keeps_a_buffer", "utils/training/plan.py",
+           (("sampling=(generative and not chain_free) or args.thermo", "sampling=generative or args.thermo"),),
+           (C + "test_a_chain_free_run_resumes_bit_identically_and_samples",)),
 ]
 
 

@@ -57,6 +57,19 @@ RECIPES = {
                   "--optimizer", "adam", "--lr", "1e-4", "--adam_beta1", "0", "--weight_decay", "0",
                   "--warmup_iters", "0", "--clip_grad", "0.1", "--batch_size", "128"]),
 }
+# Without chains: the same net, p(y|x) term and SGD as majem, so only the generative term differs. Samples come from
+# annealed Langevin at NCSN's step-to-noise ratio (step 0.2 sigma^2 at each level: 2e-3 at sigma 0.1, 100x at 1).
+ANNEALED = ["--sampler", "annealed", "--n_steps", "60", "--sgld_lr", "0.002", "--sgld_std", "0.063",
+            "--anneal_factor", "100"]
+CHAIN_FREE = ["--px", "1", "--pyx", "1", "--init", "gm"] + ANNEALED + SGD
+RECIPES.update({
+    "dsm": ("denoising score matching, noise levels 1 to 0.1, annealed Langevin samples (K=60)",
+            CHAIN_FREE + ["--objective", "dsm", "--dsm_sigmas", "1", "0.5", "0.25", "0.1"]),
+    "ssm": ("sliced score matching, one Rademacher projection, annealed Langevin samples (K=60)",
+            CHAIN_FREE + ["--objective", "ssm"]),
+    "nce": ("NCE against the fitted Gaussian (exact density), 1 noise image per data image, log Z learned",
+            CHAIN_FREE + ["--objective", "nce"]),
+})
 
 
 def parse(argv):

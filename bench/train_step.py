@@ -35,7 +35,7 @@ VARIANTS = {"fp32_eager": ("off", "off", "off", False), "bf16_loss": ("on", "off
             "bf16_all": ("on", "on", "on", False), "fast": ("on", "on", "on", True)}
 
 
-def parse():
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--nets", nargs="+", default=None, metavar="MODEL-DEPTH-WIDTH",
@@ -52,7 +52,7 @@ def parse():
     p.add_argument("--sampler_batches", nargs="+", type=int, default=[64, 256])
     p.add_argument("--peak_tflops", type=float, default=800.0, help="bf16 peak for the %% column (about 800 on the H100)")
     p.add_argument("--out", default="bench/train_step.json")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     cuda = a.device.startswith("cuda")
     a.nets = [parse_net(n) for n in a.nets or (["wrn-28-10"] if cuda else ["cnn-1-1", "wrn-16-2"])]
     a.iters = a.iters or (30 if cuda else 3)
@@ -152,8 +152,8 @@ def time_variant(a, net, device, variant):
     return row
 
 
-def main():
-    a = parse()
+def main(argv=None):
+    a = parse(argv)
     device = torch.device(a.device)
     rows = [time_variant(a, net, device, variant) for net in a.nets for variant in a.variants]
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -14,9 +14,9 @@ MODELS = ("wrn", "cnn", "tutorial_cnn", "conv5", "mlp")
 
 
 def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch", dropout_rate=0.0, uncond=False,
-                image_size=32, spectral_norm=False):
+                image_size=32, spectral_norm=False, log_normaliser=False):
     """An EnergyModel from the script flags (--model, --depth, --width, --norm, --dropout_rate, --uncond,
-    --spectral_norm: every conv and linear layer spectrally normalised)."""
+    --spectral_norm: every conv and linear layer spectrally normalised; log_normaliser: a learned log Z, NCE's)."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     if model == "wrn":
@@ -32,6 +32,8 @@ def build_model(model, n_classes, in_channels, depth=28, width=10, norm="batch",
     else:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     net = EnergyModel(backbone, n_classes, uncond)
+    if log_normaliser:
+        net.log_z = nn.Parameter(torch.zeros(()))
     if spectral_norm:
         for module in list(net.modules()):
             if isinstance(module, (nn.Conv2d, nn.Linear)):

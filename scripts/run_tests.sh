@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-# two workers (pytest-xdist) on the 2-core CI machine: most tests wait on subprocess start-up and file I/O
+# two workers (pytest-xdist) on the 2-core CI machine, one thread each, so that the two workers (and the scripts
+# they start) never ask for more threads than there are cores
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec "${VENV:-.venv}/bin/python" -m pytest -q -n 2 "$@"

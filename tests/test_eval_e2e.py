@@ -28,8 +28,9 @@ def trained(tmp_path_factory, fmnist_root, fmnist_centers):
     return os.path.join(save, "last_ckpt.pt"), os.path.join(uncond, "last_ckpt.pt")
 
 
-def evaluate(ckpt, mode, out, *extra, check=True):
-    return run_script("eval_maebm.py", "--load_path", ckpt, "--eval", mode, "--save_dir", out, *extra, check=check)
+def evaluate(ckpt, mode, out, *extra, check=True, process=False):
+    return run_script("eval_maebm.py", "--load_path", ckpt, "--eval", mode, "--save_dir", out, *extra, check=check,
+                      process=process)
 
 
 FAST = ["--n_points", "64", "--n_sample_steps", "4", "--batch_size", "50", "--n_steps", "1", "--buffer_size", "50"]
@@ -42,7 +43,7 @@ FAST = ["--n_points", "64", "--n_sample_steps", "4", "--batch_size", "50", "--n_
 ])
 def test_modes_write_results(mode, files, trained, tmp_path, fmnist_root):
     out = str(tmp_path / mode)
-    proc = evaluate(trained[0], mode, out, *FAST)
+    proc = evaluate(trained[0], mode, out, *FAST, process=mode == "test_clf")  # one mode by the real command line
     result = json.load(open(os.path.join(out, f"{mode}.json")))
     assert result["mode"] == mode and result["iteration"] == 30
     for f in files:

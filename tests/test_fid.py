@@ -65,6 +65,16 @@ def test_fid_matches_pytorch_fid_cli(tmp_path, inception):
     assert ours == pytest.approx(theirs, abs=1e-3)
 
 
+@pytest.mark.parametrize("n", [50, 2000])  # fewer samples than features (rank-deficient covariances), and more
+def test_frechet_distance_equals_pytorch_fids_routine(n):
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    rng = np.random.default_rng(n)
+    a, b = rng.standard_normal((n, 512)) ** 2, rng.standard_normal((n, 512)) ** 2 * 1.2 + 0.1
+    stats_a, stats_b = feature_stats(a), feature_stats(b)
+    theirs = calculate_frechet_distance(*stats_a, *stats_b)
+    assert frechet_distance(stats_a, stats_b) == pytest.approx(theirs, rel=1e-7)
+
+
 def test_fid_is_zero_on_itself_and_grows_with_noise(inception):
     x = smooth_images(40, 2) * 2 - 1
     base, _ = extract(inception, x, batch_size=20)

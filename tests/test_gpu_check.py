@@ -9,7 +9,7 @@ from conftest import run_script
 
 def test_gpu_check_smoke_writes_every_part(tmp_path):
     out = tmp_path / "check"
-    proc = run_script("bench/gpu_check.py", "--smoke", "--device", "cpu", "--out", out, check=True)
+    proc = run_script("bench/gpu_check.py", "--smoke", "--device", "cpu", "--out", out, check=True, process=True)
     report = json.load(open(out / "gpu_check.json"))
     parts = report["parts"]
     assert list(parts) == ["1 cuda tests", "2 published M-JEM iteration timed", "3 fp32 against the fast path",
@@ -32,6 +32,6 @@ def test_fid_of_samples_scores_an_npz(tmp_path, fmnist_root, fid_weights):
     x = np.random.default_rng(0).uniform(-1, 1, size=(20, 1, 28, 28)).astype(np.float16)
     np.savez_compressed(tmp_path / "s.npz", samples=x)
     proc = run_script("bench/fid_of_samples.py", tmp_path / "s.npz", "--data_root", fmnist_root, "--fid_ref_n", "30",
-                      "--fid_stats_dir", tmp_path / "stats", check=True)
+                      "--fid_stats_dir", tmp_path / "stats", check=True, process=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["n_samples"] == 20 and result["fid"] > 100  # uniform noise is far from the data

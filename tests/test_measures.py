@@ -199,7 +199,7 @@ def test_class_conditional_grids_during_training_sample_as_training_chains(tmp_p
         return x, {}
     monkeypatch.setattr(reporting, "run_sampler", sampler)
     args = SimpleNamespace(novis=False, plot_uncond=False, plot_cond=True, uncond=False, sampler="sgld", n_steps=2,
-                           sgld_lr=1.0, sgld_std=0.0, n_leapfrog=1, save_dir=str(tmp_path))
+                           sgld_lr=1.0, sgld_std=0.0, n_leapfrog=1, anneal_factor=100.0, save_dir=str(tmp_path))
     os.makedirs(tmp_path / "samples")  # made by the run directory's set-up
     logger = SimpleNamespace(image=lambda *a: None, metrics=lambda *a, **k: None, log=lambda *a: None)
     parts = SimpleNamespace(args=args, model=model, device=torch.device("cpu"), dist=DistInfo(),

@@ -15,7 +15,7 @@ def test_quality_bench_toy(tmp_path, fmnist_root, fmnist_centers):
               "--fid_ref_n", "40", "--long_factor", "2", "--n_valid", "20", "--device", "cpu", "--out", out]
     toy = "--width 1 --batch_size 16 --pyx_batch_size 32 --buffer_size 50 --workers 0 --warmup_iters 2"
     proc = run_script("bench/quality.py", "--recipes", "majem", "shortrun", "--train_args", toy, *common, check=True,
-                      timeout=900)
+                      timeout=900, process=True)
     info = json.load(open(out / "quality.json"))
     majem, shortrun = info["rows"]
     assert [majem["recipe"], shortrun["recipe"]] == ["majem", "shortrun"]

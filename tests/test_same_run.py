@@ -37,7 +37,8 @@ def quickstart_run(tmp):
     """30 iterations of the recipe on 3,880 test images (30 labelled batches of 128 after 40 held out)."""
     root = write_fashion_mnist(os.path.join(tmp, "data"), n_train=3880, n_test=200, seed=3)
     centers = os.path.join(tmp, "centers")
-    run_script("one_center.py", "--dataset", "fashionmnist", "--data_root", root, "--save_dir", centers, check=True)
+    run_script("one_center.py", "--dataset", "fashionmnist", "--data_root", root, "--save_dir", centers, check=True,
+               process=True)
     save = os.path.join(tmp, "run")
     run_script("train_maebm.py", *QUICKSTART, "--data_root", root, "--center_dir", centers, "--save_dir", save,
                check=True)
@@ -49,14 +50,15 @@ EARLY_ROWS = 3  # iterations 0-2: before float rounding differences between CPUs
 
 def test_quickstart_run_follows_the_recorded_one(tmp_path):
     """The recorded run came from an Intel CPU with AMX; another CPU's kernels round differently in the last bits,
-    and over 30 iterations of SGLD and SGD those bits grow (up to 8% in some metrics on an AMD EPYC). So: the same 31
-    rows with the same metrics, the first iterations equal to 1e-3, and bit-identical where the recording was made."""
+    and over 30 iterations of SGLD and SGD those bits grow (up to 8% in some metrics on an AMD EPYC; 0.12% by
+    iteration 2 once the Gaussian starts were drawn with one GEMM instead of a batched matmul). So: the same 31 rows
+    with the same metrics, the first iterations equal to 5e-3, and bit-identical where the recording was made."""
     got = quickstart_run(str(tmp_path))
     want = json.load(open(RECORDED))
     assert got["iteration"] == want["iteration"] == 30
     assert [sorted(r) for r in got["metrics"]] == [sorted(r) for r in want["metrics"]]
     for a, b in zip(got["metrics"][:EARLY_ROWS], want["metrics"][:EARLY_ROWS]):
         for k, v in b.items():
-            assert a[k] == pytest.approx(v, rel=1e-3, abs=1e-6), (a["iteration"], k)
+            assert a[k] == pytest.approx(v, rel=5e-3, abs=1e-6), (a["iteration"], k)
     if got["metrics"] == want["metrics"]:  # the recording's machine: the whole run, bit for bit
         assert got["weights"] == want["weights"] and got["buffer"] == want["buffer"]

@@ -54,7 +54,7 @@ def test_sweep_refuses_its_directory_and_resumes(tmp_path, fmnist_root, fmnist_c
     save = tmp_path / "sweep"
     common = ["--n_steps", "1", "--spectral_norm", "off", "--dataset", "fashionmnist", "--data_root", fmnist_root,
               "--center_dir", fmnist_centers, *TINY, "--max_iters", "2", "--save_dir", save]
-    run_script("sweep.py", "--lr", "0.05", *common, check=True)
+    run_script("sweep.py", "--lr", "0.05", *common, check=True, process=True)
     assert "already holds a sweep" in error_line(run_script("sweep.py", "--lr", "0.05", *common))
     run_script("sweep.py", "--lr", "0.05", "0.1", *common, "--resume", check=True)
     rows = list(csv.DictReader(open(save / "sweep.csv")))

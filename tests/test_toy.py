@@ -54,7 +54,7 @@ def test_gaussian_mixture_energy_log_z_and_samples():
 def test_toy_training_learns_the_mixture_and_ais_matches_quadrature(tmp_path):
     run = str(tmp_path / "toy")
     run_script("toy_2d.py", "--dataset", "mixture", "--n_iters", "300", "--batch_size", "128", "--grid", "100",
-               "--ais_chains", "500", "--ais_temps", "100", "--save_dir", run, check=True)
+               "--ais_chains", "500", "--ais_temps", "100", "--save_dir", run, check=True, process=True)
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     final = json.load(open(os.path.join(run, "metrics.json")))
     assert final["tv"] < rows[0]["tv"] - 0.15 and final["kl_true_learned"] < 0.6 * rows[0]["kl_true_learned"]

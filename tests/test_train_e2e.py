@@ -14,10 +14,10 @@ from models import build_model
 from utils.checkpoint import load_checkpoint
 
 
-def train(tmp_path, fmnist_root, fmnist_centers, name, *extra, check=True):
+def train(tmp_path, fmnist_root, fmnist_centers, name, *extra, check=True, process=False):
     save = str(tmp_path / name)
     proc = run_script("train_maebm.py", "--dataset", "fashionmnist", "--data_root", fmnist_root,
-                      "--center_dir", fmnist_centers, "--save_dir", save, *TINY, *extra, check=check)
+                      "--center_dir", fmnist_centers, "--save_dir", save, *TINY, *extra, check=check, process=process)
     return save, proc
 
 
@@ -25,7 +25,7 @@ def test_majem_run_writes_everything_and_learns(tmp_path, fmnist_root, fmnist_ce
     save, _ = train(tmp_path, fmnist_root, fmnist_centers, "run", "--n_epochs", "8", "--n_valid", "64",
                     "--n_steps", "5", "--l2_coeff", "0.5", "--sgld_std", "0.001", "--optimizer", "adam",
                     "--lr", "0.001", "--batch_size", "32", "--pyx_batch_size", "32", "--decay_epochs", "6",
-                    "--plot_uncond", "--plot_cond")
+                    "--plot_uncond", "--plot_cond", process=True)  # the real command line
     for f in ("args.json", "command.txt", "log.txt", "metrics.jsonl", "last_ckpt.pt", "best_valid_ckpt.pt", "ckpt_0.pt",
               "ckpt_iter_00000064.pt"):
         assert os.path.isfile(os.path.join(save, f)), f

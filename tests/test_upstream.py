@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from PIL import Image
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, call_script, run_script
 import numpy as np
 import pytest
 import torch
@@ -64,8 +64,9 @@ CELEBA_COMMAND = ("python train_maebm_celeba.py --dataset=celeba128 --data_root 
 
 
 def with_overrides(command, data_root, ckpt=None, iterations=2):
-    """The command as argv with only the dataset (CIFAR-10 -> the test's Fashion-MNIST), data root, WRN size and
-    iteration counts replaced: values are swapped in place, never flags added beyond --max_iters / --data_root."""
+    """The command as argv with only the dataset (CIFAR-10 -> the test's Fashion-MNIST), data root, WRN size, batch
+    size and iteration counts replaced: values are swapped in place, never flags added beyond --max_iters /
+    --data_root."""
     tokens = shlex.split(command)
     script = tokens[1]
     out, i = [], 2
@@ -82,6 +83,8 @@ def with_overrides(command, data_root, ckpt=None, iterations=2):
             value = "10"
         elif flag == "--width":
             value = "1"
+        elif flag == "--batch_size":
+            value = "16"
         elif flag == "--n_sample_steps":
             value = "3"
         elif flag == "--load_path":
@@ -95,9 +98,13 @@ def with_overrides(command, data_root, ckpt=None, iterations=2):
     return script, out
 
 
-def run_in(cwd, script, argv, timeout=600):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def run_in(cwd, script, argv, timeout=600, process=False):
+    """The script run from `cwd` (where upstream's relative paths land), in this process unless `process`."""
+    if process:
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    else:
+        proc = call_script(script, *argv, cwd=cwd)
     assert proc.returncode == 0, f"{script} {argv} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -119,7 +126,7 @@ def test_upstream_command_runs(source, command, tmp_path, fmnist_root, fmnist_ce
     if script.startswith("train"):  # run where one_center.py left the Gaussian, as upstream expects ('.')
         for name in ("fashionmnist_mean_one.pt", "fashionmnist_cov_one.pt"):
             os.link(os.path.join(fmnist_centers, name), tmp_path / name)
-    run_in(tmp_path, script, argv)
+    run_in(tmp_path, script, argv, process=source == "readme M-EBM")  # one by the real command line
     if script == "one_center.py":
         assert (tmp_path / "fashionmnist_mean_one.pt").is_file() and (tmp_path / "fashionmnist_cov_one.pt").is_file()
     elif script.startswith("train"):
@@ -155,7 +162,7 @@ def test_upstream_celeba_command_runs(tmp_path):
     write_celeba(root)
     run_in(tmp_path, "one_center.py", ["--dataset", "celeba128", "--data_root", root])
     script, argv = with_overrides(CELEBA_COMMAND, root, iterations=1)
-    run_in(tmp_path, script, [*argv, "--buffer_size", "200"])  # a 10,000-image 128-pixel buffer is 2 GB
+    run_in(tmp_path, script, [*argv, "--buffer_size", "200"], process=True)  # a 10,000-image 128-pixel buffer is 2 GB
     run, = glob.glob(str(tmp_path / "experiment" / "celeba128_*"))
     ckpt = load_checkpoint(os.path.join(run, "last_ckpt.pt"))
     assert ckpt["iteration"] == 1 and ckpt["args"]["pyx"] == 0 and ckpt["args"]["n_steps"] == 10

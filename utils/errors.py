@@ -70,6 +70,14 @@ def positive_float(text):
     return v
 
 
+def factor(text):
+    """argparse type: a finite float >= 1."""
+    v = float(text)
+    if not (1 <= v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 1, got {text}")
+    return v
+
+
 def probability(text):
     """argparse type: a float in [0, 1]."""
     v = float(text)

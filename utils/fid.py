@@ -224,9 +224,16 @@ def feature_stats(features):
 
 
 def frechet_distance(stats_a, stats_b):
-    """FID between two (mu, sigma) pairs, by pytorch-fid's own routine."""
-    from pytorch_fid.fid_score import calculate_frechet_distance
-    return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
+    """FID between two (mu, sigma) pairs: pytorch-fid's value (to 1e-7 relative, tests/test_fid.py), with
+    tr sqrt(sigma_a sigma_b) = tr sqrt(S sigma_b S), S = sigma_a^1/2, from two symmetric eigendecompositions,
+    where scipy's sqrtm takes 6-9x longer (10-16 s at 2048 features on a CPU)."""
+    (mu_a, sigma_a), (mu_b, sigma_b) = stats_a, stats_b
+    w, v = np.linalg.eigh(sigma_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    # eigenvalues of a PSD product: rounding can leave tiny negative ones where a covariance is rank-deficient
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ sigma_b @ root_a), 0, None)).sum()
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * tr_covmean)
 
 
 def kernel_inception_distance(feat_a, feat_b, n_subsets=100, subset_size=1000, seed=0):

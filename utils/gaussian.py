@@ -95,18 +95,20 @@ class GaussianStart:
         self.mean = mean.to(device=device, dtype=torch.float32)
         self.scale_tril = scale_tril.to(device=device, dtype=torch.float32)
 
-    def sample(self, n, y=None, generator=None):
-        """n images; per-class Gaussians use class y (or a uniformly drawn class when y is None)."""
-        d = self.mean.shape[-1]
-        eps = torch.randn(n, d, 1, device=self.mean.device, generator=generator)
+    def draw(self, n, y=None, generator=None):
+        """n unclamped flat vectors at the fit size; per-class Gaussians use class y (or a uniformly drawn class
+        when y is None)."""
+        eps = torch.randn(n, self.mean.shape[-1], device=self.mean.device, generator=generator)
         if self.per_class:
             if y is None:
                 y = torch.randint(0, len(self.mean), (n,), device=self.mean.device, generator=generator)
-            v = self._per_class(eps.squeeze(-1), y)
-        else:
-            v = self.mean + (self.scale_tril @ eps).squeeze(-1)
+            return self._per_class(eps, y)
+        return self.mean + eps @ self.scale_tril.T  # one GEMM: a batched matmul would copy L once per chain
+
+    def sample(self, n, y=None, generator=None):
+        """n images in [-1, 1] (see draw)."""
         c, size = self.image_shape[0], fit_size(self.image_shape[-1])
-        x = v.view(n, c, size, size).clamp(-1, 1)
+        x = self.draw(n, y, generator).view(n, c, size, size).clamp(-1, 1)
         if size != self.image_shape[-1]:
             x = F.interpolate(x, size=self.image_shape[-2:], mode="nearest")
         return x

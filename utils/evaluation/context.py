@@ -17,6 +17,7 @@ from utils.sampling.frozen import frozen_model_state
 from utils.sampling.samplers import run_sampler
 from utils.sampling.sgld import sgld_sample
 from utils.sampling.starts import make_start_fn
+from utils.training.chain_free import CHAIN_FREE_OBJECTIVES
 from utils.training.objectives import CONDITIONAL_OBJECTIVES, has_generative_term
 from utils.upstream import adopt_upstream_checkpoint, upstream_architecture
 
@@ -82,12 +83,12 @@ def chosen_weights(ckpt, weights, path):
 
 def load_model(ckpt, arch, train_args, path, device, weights="auto"):
     """The checkpoint's model in eval mode, with its online weights or its --ema average (see chosen_weights)."""
-    model = build_model(arch["model"], arch["n_classes"], arch["in_channels"], arch["depth"], arch["width"],
-                        arch["norm"], train_args.get("dropout_rate", 0.0), arch["uncond"], arch["image_size"],
-                        arch.get("spectral_norm", False))
     if ckpt.get("upstream"):
         ckpt.update(adopt_upstream_checkpoint(ckpt, arch, path))
     key = "ema_state_dict" if chosen_weights(ckpt, weights, path) == "ema" else "model_state_dict"
+    model = build_model(arch["model"], arch["n_classes"], arch["in_channels"], arch["depth"], arch["width"],
+                        arch["norm"], train_args.get("dropout_rate", 0.0), arch["uncond"], arch["image_size"],
+                        arch.get("spectral_norm", False), log_normaliser="log_z" in ckpt[key])
     load_weights(model, ckpt[key], path)
     return model.to(device).eval()
 
@@ -97,7 +98,8 @@ def chain_steps_as_trained(train_args, iterations, world=1):
     K times the mean draws since its start (1 / reinit_freq), at most the draws per buffer entry the run made (each
     of `world` processes draws --batch_size chains an iteration from its 1/world share of the buffer)."""
     k = train_args.get("n_steps", 100)
-    if train_args.get("short_run") or "buffer_size" not in train_args:
+    if train_args.get("short_run") or "buffer_size" not in train_args or \
+            train_args.get("objective") in CHAIN_FREE_OBJECTIVES:
         return k
     draws = iterations * world * train_args["batch_size"] / train_args["buffer_size"]
     rho = train_args.get("reinit_freq", 0.0)
@@ -125,6 +127,7 @@ class Evaluation:
         self.sgld_lr = args.sgld_lr if args.sgld_lr is not None else self.train_args["sgld_lr"]
         self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
         self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
+        self.anneal_factor = getattr(args, "anneal_factor", None) or self.train_args.get("anneal_factor", 100.0)
         override = getattr(args, "sampler_precision", "as_trained")
         self.precision = recorded_policy(self.train_args, device, None if override == "as_trained" else override)
         if self.precision.channels_last and model is not None:
@@ -224,7 +227,8 @@ class Evaluation:
             for done in range(0, n_steps, every):
                 with self.precision.sampler_autocast():
                     x, _ = run_sampler(self.sampler, self.model, x, min(every, n_steps - done), self.sgld_lr,
-                                       self.sgld_std, y=yb, n_leapfrog=self.train_args.get("n_leapfrog", 10))
+                                       self.sgld_std, y=yb, n_leapfrog=self.train_args.get("n_leapfrog", 10),
+                                       anneal_factor=self.anneal_factor, window=(done, n_steps))
                 if record:
                     snapshots.append(x[:10].cpu())
             out.append(x.cpu())
@@ -243,7 +247,8 @@ class Evaluation:
         def project(xb):
             with self.precision.sampler_autocast():
                 x, _ = run_sampler(self.sampler, self.model, self.precision.layout(xb), self.args.n_steps,
-                                   self.sgld_lr, self.sgld_std, n_leapfrog=self.train_args.get("n_leapfrog", 10))
+                                   self.sgld_lr, self.sgld_std, n_leapfrog=self.train_args.get("n_leapfrog", 10),
+                                   anneal_factor=self.anneal_factor)
             return x.cpu()
         return self.batched(upstream if self.args.variant == "upstream" else project, x)
 

@@ -44,7 +44,8 @@ class ProgressTrace(list):
         self.bar.update(1)
 
 
-def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, n_leapfrog, seed, device, autocast):
+def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, n_leapfrog, seed, device, autocast,
+                    anneal_factor=100.0):
     """(samples, trace (n_steps, 2, n)) of `n` chains run `n_steps` from start_fn in eval mode.
 
     Seeded inside a forked RNG, so the chains start from the same noise every time and the training run's
@@ -58,6 +59,7 @@ def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, 
         trace = ProgressTrace(bar)
         x0 = start_fn(n)
         with autocast():
-            x, _ = run_sampler(sampler, model, x0, n_steps, step_size, noise_std, n_leapfrog=n_leapfrog, trace=trace)
+            x, _ = run_sampler(sampler, model, x0, n_steps, step_size, noise_std, n_leapfrog=n_leapfrog, trace=trace,
+                               anneal_factor=anneal_factor)
     model.train(was_training)
     return x, torch.stack(trace)

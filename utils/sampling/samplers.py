@@ -10,7 +10,7 @@ import torch
 
 from utils.sampling.sgld import input_grad, record_trace, sgld_sample
 
-SAMPLERS = ("sgld", "tutorial", "langevin", "langevin_exact", "gd_momentum", "adam", "mala", "hmc")
+SAMPLERS = ("sgld", "tutorial", "langevin", "langevin_exact", "annealed", "gd_momentum", "adam", "mala", "hmc")
 
 
 def _grad_f(neg_energy, x):
@@ -41,6 +41,26 @@ def langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=None, t
         f, g = _grad_f(neg_energy, x)
         record_trace(trace, f, g)
         x = _clamp(x + step_size * g + noise_std * torch.randn_like(x), bounds)
+    return x.detach(), {}
+
+
+def anneal_scale(factor, step, total):
+    """The annealed chain's scale at `step` of `total`: `factor` at the first step, falling geometrically to 1."""
+    return factor ** (1 - step / (total - 1)) if total > 1 else 1.0
+
+
+def annealed_langevin_sample(neg_energy, x, n_steps, step_size, noise_std, factor, window=None, bounds=None,
+                             trace=None):
+    """Langevin with step and noise annealed over the chain, as NCSN samples (Song & Ermon 2019): step t moves
+    step_size * r_t along grad f with noise_std * sqrt(r_t), r_t = anneal_scale(factor, t, total), so the
+    step-to-noise-variance ratio stays fixed while the moves shrink. `window` = (first step, total) when the
+    chain is run in pieces."""
+    first, total = window or (0, n_steps)
+    for t in range(first, first + n_steps):
+        r = anneal_scale(factor, t, total)
+        f, g = _grad_f(neg_energy, x)
+        record_trace(trace, f, g)
+        x = _clamp(x + step_size * r * g + noise_std * r ** 0.5 * torch.randn_like(x), bounds)
     return x.detach(), {}
 
 
@@ -124,8 +144,10 @@ def hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog=10, trace=None):
     return x.detach(), {"acceptance": accepted / max(n_steps, 1)}
 
 
-def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-1, 1), n_leapfrog=10, trace=None):
-    """Dispatch by --sampler name for an EnergyModel (f(x) or f(x)[y]); returns (samples, info)."""
+def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-1, 1), n_leapfrog=10, trace=None,
+                anneal_factor=100.0, window=None):
+    """Dispatch by --sampler name for an EnergyModel (f(x) or f(x)[y]); returns (samples, info). `anneal_factor` and
+    `window`: see annealed_langevin_sample."""
     if name == "sgld":
         return sgld_sample(model, x, n_steps, step_size, noise_std, y=y, trace=trace), {}
     neg_energy = lambda z: model(z, y)[0]
@@ -133,6 +155,9 @@ def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-
         return tutorial_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=bounds, trace=trace)
     if name == "langevin":
         return langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds, trace)
+    if name == "annealed":
+        return annealed_langevin_sample(neg_energy, x, n_steps, step_size, noise_std, anneal_factor, window, bounds,
+                                        trace)
     if name == "langevin_exact":
         return langevin_exact_sample(neg_energy, x, n_steps, step_size, bounds, trace)
     if name == "gd_momentum":

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from utils.errors import UserError
+from utils.training.chain_free import CHAIN_FREE_OBJECTIVES
 from utils.training.objectives import CONDITIONAL_OBJECTIVES, has_generative_term
 
 
@@ -34,7 +35,8 @@ class TrainPlan:
 def make_plan(args, n_classes, world):
     """The TrainPlan of these flags, after refusing combinations that cannot train."""
     generative = args.px > 0 and has_generative_term(args.objective)
-    plan = TrainPlan(generative=generative, sampling=generative or args.thermo,
+    chain_free = args.objective in CHAIN_FREE_OBJECTIVES
+    plan = TrainPlan(generative=generative, sampling=(generative and not chain_free) or args.thermo,
                      classifying=args.pyx > 0 or not has_generative_term(args.objective),
                      conditional_chains=args.objective in CONDITIONAL_OBJECTIVES,
                      class_cond_chains=args.class_cond_p_x_sample, n_classes=n_classes)
@@ -42,6 +44,14 @@ def make_plan(args, n_classes, world):
         raise UserError(f"--objective {args.objective} trains only the cross-entropy, but --pyx is 0")
     if getattr(args, "ema_chains", False) and not args.ema:
         raise UserError("--ema_chains samples the averaged model; give --ema DECAY too")
+    if chain_free and (args.class_cond_p_x_sample or getattr(args, "ema_chains", False)):
+        flag = "--class_cond_p_x_sample" if args.class_cond_p_x_sample else "--ema_chains"
+        raise UserError(f"{flag} sets how training draws its chains; --objective {args.objective} draws none")
+    if args.objective == "ssm" and args.px > 0 and args.norm in ("batch", "instance") and args.model in ("wrn", "cnn"):
+        raise UserError(f"--norm {args.norm}: --objective ssm takes third derivatives through the net, which "
+                        "PyTorch's batch and instance norm do not support; use --norm layer, act or none")
+    if args.objective == "nce" and args.init == "data":
+        raise UserError("--objective nce needs a noise with an exact density: --init u, n, gm or gm_class, not data")
     if args.px == 0 and args.pyx == 0:
         raise UserError("--px and --pyx are both 0: nothing to train")
     if args.uncond and plan.class_blocked:

@@ -15,7 +15,7 @@ from utils.training.measure import evaluate_classifier, input_grad_norm
 def log_iteration(parts, logger, bar, result, iteration, epoch, lr):
     """One metrics row (one host sync): losses, energies, the learning diagnostics and the chains' summary."""
     values = {k: float(v) for k, v in {"loss/total": result.loss.detach(), **result.logs}.items()}
-    if parts.plan.generative:  # diagnostics of learning: energy gap and the samples' input-gradient size
+    if "energy/f_samples" in values:  # contrastive divergence: energy gap to the chains, their input-gradient size
         values["diag/energy_gap"] = values["energy/f_data"] - values["energy/f_samples"]
         values["diag/grad_norm"] = input_grad_norm(parts.model, result.x_q, result.y_q)
     if parts.plan.sampling:
@@ -41,7 +41,7 @@ def long_run(parts, logger, iteration, epoch):
     args, shape, device = parts.args, parts.image_shape, parts.device
     x, trace = long_run_chains(parts.model, lambda n: uniform_start(n, shape, device), args.long_run_n,
                                args.long_run_steps, args.sampler, args.sgld_lr, args.sgld_std, args.n_leapfrog,
-                               args.seed, device, parts.precision.sampler_autocast)
+                               args.seed, device, parts.precision.sampler_autocast, args.anneal_factor)
     values = chain_summary(trace, "long_run")
     logger.metrics(iteration, epoch=epoch, **values)
     logger.log(f"long-run chains ({args.long_run_steps} steps) after iteration {iteration}: "
@@ -84,7 +84,7 @@ def evaluate_epoch(parts, state, logger, epoch):
         x0 = parts.precision.layout(parts.start_fn(len(y), y))
         with frozen_model_state(model, train=parts.plan.generative), parts.precision.sampler_autocast():
             x, _ = run_sampler(args.sampler, model, x0, args.n_steps * 10, args.sgld_lr, args.sgld_std, y=y,
-                               n_leapfrog=args.n_leapfrog)
+                               n_leapfrog=args.n_leapfrog, anneal_factor=args.anneal_factor)
         save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
         logger.image("samples/class_conditional", x, state.iteration)
 

@@ -95,7 +95,8 @@ def open_run_dir(args, dist_info, on_main):
 
 def make_model_and_optimizer(args, arch, device, dist_info):
     model = build_model(args.model, arch["n_classes"], arch["in_channels"], args.depth, args.width, args.norm,
-                        args.dropout_rate, args.uncond, arch["image_size"], args.spectral_norm).to(device)
+                        args.dropout_rate, args.uncond, arch["image_size"], args.spectral_norm,
+                        log_normaliser=args.objective == "nce").to(device)
     if args.sync_bn and dist_info.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     params = model.class_output.parameters() if args.clf_only else model.parameters()

@@ -32,7 +32,7 @@ def draw_chains(parts, y_q, want_trace):
     trace = [] if want_trace else None
     with precision.sampler_autocast():
         x_q, info = run_sampler(args.sampler, model, precision.layout(x0), args.n_steps, args.sgld_lr, args.sgld_std,
-                                y=y_q, n_leapfrog=args.n_leapfrog, trace=trace)
+                                y=y_q, n_leapfrog=args.n_leapfrog, trace=trace, anneal_factor=args.anneal_factor)
     parts.model.train()
     if buffer is not None:
         buffer.update(idx, x_q)
