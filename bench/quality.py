@@ -65,8 +65,9 @@ CHAIN_FREE = ["--px", "1", "--pyx", "1", "--init", "gm"] + ANNEALED + SGD
 RECIPES.update({
     "dsm": ("denoising score matching, noise levels 1 to 0.1, annealed Langevin samples (K=60)",
             CHAIN_FREE + ["--objective", "dsm", "--dsm_sigmas", "1", "0.5", "0.25", "0.1"]),
-    "ssm": ("sliced score matching, one Rademacher projection, annealed Langevin samples (K=60)",
-            CHAIN_FREE + ["--objective", "ssm"]),
+    "ssm": ("sliced score matching, one Rademacher projection, annealed Langevin samples (K=60); layer norm: "
+            "SSM's third derivatives do not run through batch norm",
+            CHAIN_FREE + ["--objective", "ssm", "--norm", "layer"]),
     "nce": ("NCE against the fitted Gaussian (exact density), 1 noise image per data image, log Z learned",
             CHAIN_FREE + ["--objective", "nce"]),
 })
