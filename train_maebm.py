@@ -23,9 +23,8 @@ from utils.precision import cpu_has_amx, precision_policy
 from utils.progress import progress
 from utils.run_dir import read_metrics
 from utils.sampling.samplers import SAMPLERS
-from utils.sampling.starts import make_start_fn
+from utils.sampling.starts import make_start_fn, start_density
 from utils.thermo import ThermoRecorder
-from utils.sampling.starts import start_density
 from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
 from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, ChainFreeLoss, start_log_z
 from utils.training.guard import DivergenceGuard
