@@ -22,7 +22,7 @@ from utils.errors import (ArgumentParser, UserError, decay_rate, factor, int_or_
 from utils.precision import cpu_has_amx, precision_policy
 from utils.progress import progress
 from utils.run_dir import read_metrics
-from utils.sampling.samplers import SAMPLERS
+from utils.sampling.samplers import ANNEAL_FACTOR, SAMPLERS
 from utils.sampling.starts import make_start_fn, start_density
 from utils.thermo import ThermoRecorder
 from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
@@ -136,7 +136,7 @@ def build_parser():
     g.add_argument("--sgld_lr", type=positive_float, default=1.0, help="sampler step size")
     g.add_argument("--sgld_std", type=nonneg_float, default=0.0,
                    help="sampler noise std (sgld, tutorial, langevin, annealed)")
-    g.add_argument("--anneal_factor", type=factor, default=100.0,
+    g.add_argument("--anneal_factor", type=factor, default=ANNEAL_FACTOR,
                    help="annealed: the chain's first step is this many times --sgld_lr (noise sqrt as many times "
                         "--sgld_std), falling geometrically to 1x at its last")
     g.add_argument("--n_leapfrog", type=positive_int, default=10, help="hmc: leapfrog steps per proposal")

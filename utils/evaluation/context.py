@@ -14,7 +14,7 @@ from utils.precision import recorded_policy
 from utils.progress import progress
 from utils.run_dir import save_grid
 from utils.sampling.frozen import frozen_model_state
-from utils.sampling.samplers import run_sampler
+from utils.sampling.samplers import ANNEAL_FACTOR, run_sampler
 from utils.sampling.sgld import sgld_sample
 from utils.sampling.starts import make_start_fn
 from utils.training.chain_free import CHAIN_FREE_OBJECTIVES
@@ -127,7 +127,7 @@ class Evaluation:
         self.sgld_lr = args.sgld_lr if args.sgld_lr is not None else self.train_args["sgld_lr"]
         self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
         self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
-        self.anneal_factor = getattr(args, "anneal_factor", None) or self.train_args.get("anneal_factor", 100.0)
+        self.anneal_factor = getattr(args, "anneal_factor", None) or self.train_args.get("anneal_factor", ANNEAL_FACTOR)
         override = getattr(args, "sampler_precision", "as_trained")
         self.precision = recorded_policy(self.train_args, device, None if override == "as_trained" else override)
         if self.precision.channels_last and model is not None:

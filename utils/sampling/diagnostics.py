@@ -2,7 +2,7 @@
 import torch
 
 from utils.progress import progress
-from utils.sampling.samplers import run_sampler
+from utils.sampling.samplers import ANNEAL_FACTOR, run_sampler
 
 
 def chain_summary(trace, prefix):
@@ -45,7 +45,7 @@ class ProgressTrace(list):
 
 
 def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, n_leapfrog, seed, device, autocast,
-                    anneal_factor=100.0):
+                    anneal_factor=ANNEAL_FACTOR):
     """(samples, trace (n_steps, 2, n)) of `n` chains run `n_steps` from start_fn in eval mode.
 
     Seeded inside a forked RNG, so the chains start from the same noise every time and the training run's

@@ -10,6 +10,7 @@ import torch
 
 from utils.sampling.sgld import input_grad, record_trace, sgld_sample
 
+ANNEAL_FACTOR = 100.0  # --anneal_factor's default: the first annealed step is 100x the last
 SAMPLERS = ("sgld", "tutorial", "langevin", "langevin_exact", "annealed", "gd_momentum", "adam", "mala", "hmc")
 
 
@@ -145,7 +146,7 @@ def hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog=10, trace=None):
 
 
 def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-1, 1), n_leapfrog=10, trace=None,
-                anneal_factor=100.0, window=None):
+                anneal_factor=ANNEAL_FACTOR, window=None):
     """Dispatch by --sampler name for an EnergyModel (f(x) or f(x)[y]); returns (samples, info). `anneal_factor` and
     `window`: see annealed_langevin_sample."""
     if name == "sgld":
