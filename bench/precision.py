@@ -15,7 +15,6 @@ import copy
 import importlib.util
 import json
 import os
-import statistics
 import sys
 
 import matplotlib
@@ -84,7 +83,7 @@ def run_one(a, net, policy, seed, iterations=None):
 
 def spread(values):
     """'mean (min-max)' of the seeds' values."""
-    return f"{statistics.mean(values):.{3 if max(values) < 1 else 1}f} ({min(values):.3g}-{max(values):.3g})"
+    return quality.spread(values, "{:.3f}" if max(values) < 1 else "{:.1f}")
 
 
 def table(a, rows, floor):

@@ -5,13 +5,19 @@ its own start and K, and of chains run --long_factor times longer), beside the r
     python bench/quality.py --minutes 6 --out bench/results/quality        # the README's table (about 80 min on 2 CPUs)
     python bench/quality.py --recipes majem maebm --minutes 2 --n_fresh 500
     python bench/quality.py --recipes --score_runs quickstart=experiment/quickstart_X --out Q   # score a finished run
-Writes <out>/quality.md (the table), quality.json, quality.png (every recipe's grids side by side) and the runs
-(<out>/runs/<recipe>, each with its eval_* folders). Refuses an --out that holds results unless --overwrite.
+    python bench/quality.py --recipes majem_class --variant "ema=majem_class --ema 0.99" --seeds 1 2 --jobs 2
+Writes <out>/quality.md (the table; with several seeds each cell is mean (min-max)), quality.json, quality.png
+(every recipe's grids side by side, beside real test images) and the runs (<out>/runs/<recipe>, or <recipe>_seed<S> with several seeds, each
+with its eval_* folders). Refuses an --out that holds results unless --overwrite.
 """
 import argparse
+from concurrent.futures import ThreadPoolExecutor
+import copy
 import json
 import os
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -27,11 +33,14 @@ sys.path.insert(0, ROOT)
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.data import image_transform, load_dataset  # noqa: E402
 from utils.errors import UserError, positive_float, positive_int, run_cli  # noqa: E402
+from utils.evaluation.generative import random_grid  # noqa: E402
 from utils.fid import FidScorer  # noqa: E402
 
 # Every recipe trains the same small CNN; what differs is the objective, the chains and their optimiser.
 NETWORK = ["--model", "cnn", "--width", "1", "--norm", "batch"]
 SGD = ["--optimizer", "sgd", "--lr", "0.05", "--warmup_iters", "200"]
+# Each baseline that publishes its own optimiser trains with it: JEM's Adam 1e-4 with 1,000 warm-up iterations.
+JEM_ADAM = ["--optimizer", "adam", "--lr", "1e-4", "--weight_decay", "0", "--warmup_iters", "1000"]
 # M-JEM's energy is the logsumexp of the logits, as the quickstart's: with upstream's separate head (--uncond) this
 # net diverged at lr 0.05 (rolled back to 0.025 by the guard).
 MAJEM = ["--px", "1", "--pyx", "1", "--init", "gm", "--n_steps", "5", "--sgld_lr", "1", "--sgld_std", "0.001",
@@ -45,13 +54,15 @@ RECIPES = {
     "maebm": ("M-EBM: Gaussian start, K=2, p(x) only", ["--px", "1", "--pyx", "0", "--uncond", "--init", "gm",
                                                        "--n_steps", "2", "--sgld_lr", "1", "--sgld_std", "0",
                                                        "--l2_coeff", "0.1"] + SGD),
-    "jem": ("JEM: uniform start, persistent buffer, K=20", ["--px", "1", "--pyx", "1", "--init", "u", "--n_steps", "20",
-                                                           "--sgld_lr", "1", "--sgld_std", "0.01", "--l2_coeff", "0"] + SGD),
-    "shortrun": ("short-run, non-persistent: uniform start, no buffer, K=40 (Nijkamp et al.)",
+    "jem": ("JEM: uniform start, persistent buffer, K=20, its Adam 1e-4",
+            ["--px", "1", "--pyx", "1", "--init", "u", "--n_steps", "20", "--sgld_lr", "1", "--sgld_std", "0.01",
+             "--l2_coeff", "0"] + JEM_ADAM),
+    "shortrun": ("short-run, non-persistent: uniform start, no buffer, K=40 its Adam 1e-4 (Nijkamp et al.)",
                  ["--px", "1", "--pyx", "0", "--uncond", "--short_run", "--init", "u", "--sampler", "langevin",
                   "--n_steps", "40", "--sgld_lr", "1", "--sgld_std", "0.005", "--l2_coeff", "0", "--optimizer", "adam",
                   "--lr", "1e-4", "--weight_decay", "0", "--warmup_iters", "0"]),
-    "tutorial": ("tutorial recipe: uniform start, buffer, 60 steps, noise 0.005 (UvA deep-energy-models)",
+    "tutorial": ("tutorial recipe: uniform start, buffer, 60 steps, noise 0.005, its Adam 1e-4 with beta1 0 (UvA "
+                 "deep-energy-models)",
                  ["--px", "1", "--pyx", "0", "--uncond", "--init", "u", "--sampler", "tutorial", "--n_steps", "60",
                   "--sgld_lr", "10", "--sgld_std", "0.005", "--buffer_size", "8192", "--reg", "sym", "--l2_coeff", "0.1",
                   "--optimizer", "adam", "--lr", "1e-4", "--adam_beta1", "0", "--weight_decay", "0",
@@ -76,6 +87,9 @@ RECIPES.update({
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES), help="rows, in this order")
+    p.add_argument("--variant", action="append", default=[], metavar="'NAME=RECIPE FLAGS'",
+                   help="also a row NAME: RECIPE's flags followed by FLAGS (which override them), e.g. "
+                        "'ema=majem_class --ema 0.99'; repeat for several")
     p.add_argument("--score_runs", nargs="+", default=[], metavar="NAME=RUN_DIR",
                    help="also score these finished training runs (e.g. a quickstart's) under the same protocol, "
                         "as rows after the recipes")
@@ -92,7 +106,11 @@ def parse(argv):
     p.add_argument("--data_root", default="./data")
     p.add_argument("--center_dir", default="./data/centers", help="one_center.py's output (fitted here if missing)")
     p.add_argument("--n_valid", type=positive_int, default=5000, help="training images held out (as the quickstart)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1],
+                   help="every row trains and scores once per seed; with several, the table shows mean (min-max)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs at a time")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads of each training and scoring run (default: torch's own choice)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", default="bench/results/quality")
     p.add_argument("--overwrite", action="store_true", help="replace the results in --out")
@@ -103,9 +121,22 @@ def parse(argv):
         name, _, run_dir = item.partition("=")
         if not name or not os.path.isfile(os.path.join(run_dir, "last_ckpt.pt")):
             raise UserError(f"--score_runs: expected NAME=RUN_DIR with RUN_DIR/last_ckpt.pt, got {item!r}")
-    if not a.recipes and not a.score_runs:
-        raise UserError("--recipes: name at least one recipe, or give --score_runs")
+    a.variants = dict(parse_variant(item) for item in a.variant)
+    if not a.recipes and not a.score_runs and not a.variants:
+        raise UserError("--recipes: name at least one recipe, or give --variant or --score_runs")
+    if len(set(a.seeds)) != len(a.seeds):
+        raise UserError(f"--seeds: expected distinct seeds, got {a.seeds}")
     return a
+
+
+def parse_variant(item):
+    """'NAME=RECIPE FLAGS' -> (NAME, (what it is, RECIPE's flags + FLAGS))."""
+    name, _, rest = item.partition("=")
+    words = shlex.split(rest)
+    if not name or name in RECIPES or not words or words[0] not in RECIPES:
+        raise UserError(f"--variant: expected 'NAME=RECIPE FLAGS' with a new NAME and RECIPE one of "
+                        f"{', '.join(RECIPES)}, got {item!r}")
+    return name, (f"{words[0]} with `{' '.join(words[1:])}`", RECIPES[words[0]][1] + words[1:])
 
 
 def run(cmd, log):
@@ -125,13 +156,13 @@ def ensure_centers(a):
              "--per_class"], os.path.join(a.out, "one_center.log"))
 
 
-def train(a, name, run_dir, flags=None):
-    """Train recipe `name` (or the given training flags) for --minutes into run_dir."""
+def train(a, name, run_dir, flags):
+    """Train with the given flags for --minutes into run_dir."""
     cmd = ["train_maebm.py", "--dataset", "fashionmnist", "--data_root", a.data_root, "--center_dir", a.center_dir,
-           *NETWORK, *(RECIPES[name][1] if flags is None else flags), "--n_epochs", "1000", "--max_minutes", str(a.minutes), "--n_valid", str(a.n_valid),
+           *NETWORK, *flags, "--n_epochs", "1000", "--max_minutes", str(a.minutes), "--n_valid", str(a.n_valid),
            "--eval_every", "1000", "--novis", "--seed", str(a.seed), "--device", a.device, "--save_dir", run_dir,
            *a.train_args.split()]
-    run(cmd, os.path.join(a.out, f"{name}_train.log"))
+    run(cmd, run_dir + "_train.log")
 
 
 def training_minutes(run_dir):
@@ -183,55 +214,79 @@ def real_data_floor(a):
     scorer = FidScorer(load(True), os.path.join(a.data_root, "fid_stats"), "fashionmnist", device, 100, a.fid_ref_n,
                        a.seed, None, a.inception_precision)
     result = scorer.score(images)
+    random_grid(images, os.path.join(a.out, "real_test_images.png"), a.seed)
     return {"fid": result["fid"], "kid": result["kid_mean"], "n": len(images), "convention": result["convention"],
             "precision": result["inception_precision"], "reference": f"{a.fid_ref_n} training images"}
 
 
-def cell(row, key, field="fid", fmt="{:.1f}"):
-    return fmt.format(row[key][field]) if key in row else "-"
+def spread(values, fmt="{:.1f}"):
+    """One value as `fmt`; several (one per seed) as 'mean (min-max)'."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.mean(values))} ({min(values):.3g}-{max(values):.3g})"
+
+
+def cell(runs, key, field="fid", fmt="{:.1f}", scale=1):
+    """A column of the table: the seeds' runs' value of row[key][field] (or row[key]), '-' where a run lacks it."""
+    values = [scale * (r[key][field] if field else r[key]) for r in runs if key in r]
+    return spread(values, fmt) if len(values) == len(runs) else "-"
 
 
 def markdown(a, rows, floor):
-    trained = [r["recipe"] for r in rows if r.get("trained")]
-    scored = [r["recipe"] for r in rows if not r.get("trained")]
+    names = list(dict.fromkeys(r["recipe"] for r in rows))
+    groups = {name: [r for r in rows if r["recipe"] == name] for name in names}
+    trained = [n for n in names if groups[n][0]["trained"]]
+    scored = [n for n in names if not groups[n][0]["trained"]]
     budget = "; ".join(([f"{', '.join(trained)}: {a.minutes:g} min of training each"] if trained else []) +
                        ([f"{', '.join(scored)}: scored as trained elsewhere (its training minutes in the table)"]
                         if scored else []))
-    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`); {budget}. FID/KID: "
-            f"{floor['convention']}, Inception {floor['precision']}, reference {floor['reference']}; buffer: top "
-            f"{a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: {a.n_fresh} from the "
-            f"recipe's own start, its K and {a.long_factor}x K steps. Real-data floor: {floor['n']} test images, "
-            f"FID {floor['fid']:.1f}, KID {floor['kid']:.4f}.\n\n")
-    lines = ["| recipe | iterations (rollbacks) | test acc | buffer FID | buffer KID | new chains K | FID (K) | KID (K) | "
-             f"FID ({a.long_factor}x K) | long / K | minutes |", "|" + "---|" * 11]
-    lines.append(f"| real test images (floor) | - | - | {floor['fid']:.1f} | {floor['kid']:.4f} | - | {floor['fid']:.1f} | "
-                 f"{floor['kid']:.4f} | - | - | - |")
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['recipe']} | failed: {r['error']} |" + " |" * 9)
+    seeds = (f"seeds {', '.join(map(str, a.seeds))}: mean (min-max) where a cell has several runs"
+             if len(a.seeds) > 1 else f"seed {a.seeds[0]}")
+    threads = f"{a.threads} thread(s) per run, " if a.threads else ""
+    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`); {budget}; {seeds}; {threads}{a.jobs} run(s) at a "
+            f"time. FID/KID: {floor['convention']}, Inception {floor['precision']}, reference {floor['reference']}; "
+            f"buffer: top {a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: "
+            f"{a.n_fresh} from the recipe's own start, its K and {a.long_factor}x K steps. Real-data floor: "
+            f"{floor['n']} test images, FID {floor['fid']:.1f}, KID {floor['kid']:.4f}.\n\n")
+    lines = ["| recipe | iterations | rollbacks | test acc | buffer FID | buffer KID | new chains K | FID (K) | KID (K) | "
+             f"FID ({a.long_factor}x K) | long / K | minutes |", "|" + "---|" * 12]
+    lines.append(f"| real test images (floor) | - | - | - | {floor['fid']:.1f} | {floor['kid']:.4f} | - | "
+                 f"{floor['fid']:.1f} | {floor['kid']:.4f} | - | - | - |")
+    for name, group in groups.items():
+        runs = [r for r in group if "error" not in r]
+        failed = [f"seed {r['seed']} failed: {r['error']}" for r in group if "error" in r]
+        if not runs:
+            lines.append(f"| {name} | {'; '.join(failed)} |" + " |" * 10)
             continue
-        acc = f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-"
-        lines.append(f"| {r['recipe']} | {r['iterations']} ({r['rollbacks']}) | {acc} | {cell(r, 'buffer')} | "
-                     f"{cell(r, 'buffer', 'kid', '{:.4f}')} | {r['k']} | {cell(r, 'fresh')} | "
-                     f"{cell(r, 'fresh', 'kid', '{:.4f}')} | {cell(r, 'long')} | "
-                     f"{r['long']['fid'] / r['fresh']['fid']:.2f} | {r['train_minutes']:.1f} |")
-    lines += ["", *[f"- `{r['recipe']}`: {r['what']}" for r in rows]]
+        for r in runs:
+            r["long_over_k"] = r["long"]["fid"] / r["fresh"]["fid"]
+        lines.append(f"| {name} | {cell(runs, 'iterations', None, '{:.0f}')} | {cell(runs, 'rollbacks', None, '{:.1f}')} | "
+                     f"{cell(runs, 'test_acc', None, '{:.2f}%', 100)} | {cell(runs, 'buffer')} | "
+                     f"{cell(runs, 'buffer', 'kid', '{:.4f}')} | {runs[0]['k']} | {cell(runs, 'fresh')} | "
+                     f"{cell(runs, 'fresh', 'kid', '{:.4f}')} | {cell(runs, 'long')} | "
+                     f"{cell(runs, 'long_over_k', None, '{:.2f}')} | {cell(runs, 'train_minutes', None)} |"
+                     + (f" ({'; '.join(failed)})" if failed else ""))
+    lines += ["", *[f"- `{name}`: {group[0]['what']}" for name, group in groups.items()]]
     return head + "\n".join(lines) + "\n"
 
 
-def figure(rows, path):
-    """One row per recipe: the scored buffer images, new chains of K steps, and of long_factor x K steps."""
+def figure(rows, floor, real_png, path):
+    """One row per recipe (its first seed that ran): real test images beside the scored buffer images, new chains of
+    K steps, and of long_factor x K steps."""
     columns = [("buffer", "buffer"), ("fresh", "new chains, K steps"), ("long", "new chains, long")]
-    rows = [r for r in rows if "error" not in r]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3.1 * len(rows)), squeeze=False)
+    rows = list({r["recipe"]: r for r in reversed(rows) if "error" not in r}.values())[::-1]
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3.1 * len(rows)), squeeze=False)
     for i, r in enumerate(rows):
-        for j, (tag, title) in enumerate(columns):
+        axes[i, 0].axis("off")
+        axes[i, 0].imshow(plt.imread(real_png), cmap="gray")
+        axes[i, 0].set_title(f"real test images\nFID {floor['fid']:.1f} (the floor)", fontsize=8)
+        for j, (tag, title) in enumerate(columns, start=1):
             ax = axes[i, j]
             ax.axis("off")
             png = os.path.join(r["run_dir"], f"eval_{tag}", "fid_samples.png")
             if tag in r and os.path.exists(png):
                 ax.imshow(plt.imread(png), cmap="gray")
-                ax.set_title(f"{r['recipe']}: {title}\nFID {r[tag]['fid']:.1f}" +
+                ax.set_title(f"{r['recipe']} (seed {r['seed']}): {title}\nFID {r[tag]['fid']:.1f}" +
                              (f" ({r[tag]['steps']} steps)" if "steps" in r[tag] else ""), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -246,32 +301,55 @@ def prepare_out(a):
     os.makedirs(os.path.join(a.out, "runs"), exist_ok=True)
 
 
+def run_job(a, job):
+    """Train (unless it is a finished run to score) and score one row's run for one seed; a failure is a row."""
+    name, what, flags, seed, run_dir = job
+    b = copy.copy(a)
+    b.seed = seed
+    row = {"recipe": name, "what": what, "trained": flags is not None, "seed": seed}
+    try:
+        if flags is not None:
+            train(b, name, run_dir, flags)
+        row.update(score_run(b, run_dir))
+    except UserError as e:  # a recipe that diverges or fails is a row of the table, not the end of the bench
+        row["error"] = str(e).splitlines()[0]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def jobs(a):
+    """(name, what, training flags or None, seed, run dir) of every run, rows in order, seeds within a row."""
+    rows = [(name, *RECIPES[name]) for name in a.recipes] + [(name, *v) for name, v in a.variants.items()]
+    out = []
+    for name, what, flags in rows:
+        for seed in a.seeds:
+            leaf = name if len(a.seeds) == 1 else f"{name}_seed{seed}"
+            out.append((name, what, flags, seed, os.path.join(a.out, "runs", leaf)))
+    # a scored run is named by its directory's name alone: the table must not hold a path of this machine
+    for name, _, run_dir in (item.partition("=") for item in a.score_runs):
+        out.append((name, f"scored run {os.path.basename(os.path.normpath(run_dir))}", None, a.seeds[0], run_dir))
+    return out
+
+
 def main(argv=None):
     a = parse(argv)
     prepare_out(a)
+    if a.threads:
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the training and scoring subprocesses inherit it
     ensure_centers(a)
-    floor, rows = real_data_floor(a), []
-    jobs = [(name, RECIPES[name][0], os.path.join(a.out, "runs", name), True) for name in a.recipes]
-    # a scored run is named by its directory's name alone: the table must not hold a path of this machine
-    jobs += [(name, f"scored run {os.path.basename(os.path.normpath(run_dir))}", run_dir, False)
-             for name, _, run_dir in (item.partition("=") for item in a.score_runs)]
-    for name, what, run_dir, to_train in jobs:
-        try:
-            if to_train:
-                train(a, name, run_dir)
-            row = {"recipe": name, "what": what, "trained": to_train, **score_run(a, run_dir)}
-        except UserError as e:  # a recipe that diverges or fails is a row of the table, not the end of the bench
-            row = {"recipe": name, "what": what, "trained": to_train, "error": str(e).splitlines()[0]}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    a.seed = a.seeds[0]
+    floor = real_data_floor(a)
+    with ThreadPoolExecutor(a.jobs) as pool:
+        rows = list(pool.map(lambda job: run_job(a, job), jobs(a)))
     info = {"minutes_each": a.minutes, "n_fresh": a.n_fresh, "long_factor": a.long_factor, "floor": floor,
-            "train_args": a.train_args, "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+            "seeds": a.seeds, "jobs": a.jobs, "threads": a.threads, "train_args": a.train_args,
+            "torch": torch.__version__, "rows": rows}
     with open(os.path.join(a.out, "quality.json"), "w") as fh:
         json.dump(info, fh, indent=2)
     table = markdown(a, rows, floor)
     with open(os.path.join(a.out, "quality.md"), "w") as fh:
         fh.write(table)
-    figure(rows, os.path.join(a.out, "quality.png"))
+    figure(rows, floor, os.path.join(a.out, "real_test_images.png"), os.path.join(a.out, "quality.png"))
     print(table)
     print(f"wrote {a.out}/quality.md, quality.json, quality.png")
     return 0

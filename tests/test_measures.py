@@ -22,6 +22,7 @@ from models.norms import ActNorm
 from utils import fid as fid_module
 from utils.checkpoint import load_checkpoint
 from utils.distributed import DistInfo
+from utils.errors import UserError
 from utils.evaluation import context
 from utils.evaluation.context import Evaluation, chain_steps_as_trained
 from utils.precision import precision_policy
@@ -255,16 +256,45 @@ def load_quality_bench():
 
 def test_quality_table_states_each_runs_own_budget():
     bench = load_quality_bench()
-    a = SimpleNamespace(minutes=2.0, buffer_ratio=0.2, n_fresh=20, long_factor=10)
-    floor = {"convention": "pytorch-fid", "precision": "exact", "reference": "40 training images", "n": 20,
-             "fid": 12.7, "kid": 0.0001}
+    a = SimpleNamespace(minutes=2.0, buffer_ratio=0.2, n_fresh=20, long_factor=10, seeds=[1], threads=None, jobs=1)
     row = lambda name, trained: {"recipe": name, "what": "w", "trained": trained, "iterations": 10, "rollbacks": 0,
                                  "k": 5, "fresh": {"fid": 100.0, "kid": 0.1}, "long": {"fid": 120.0, "kid": 0.1},
                                  "train_minutes": 13.4}
-    table = bench.markdown(a, [row("quickstart", False)], floor)
+    table = bench.markdown(a, [row("quickstart", False)], FLOOR)
     assert "2 min" not in table and "quickstart: scored as trained elsewhere" in table and "| 13.4 |" in table
-    table = bench.markdown(a, [row("majem", True), row("quickstart", False)], floor)
+    table = bench.markdown(a, [row("majem", True), row("quickstart", False)], FLOOR)
     assert "majem: 2 min of training each" in table and "quickstart: scored" in table
+
+
+FLOOR = {"convention": "pytorch-fid", "precision": "exact", "reference": "40 training images", "n": 20, "fid": 12.7,
+         "kid": 0.0001}
+
+
+def test_quality_table_gives_mean_and_spread_over_seeds():
+    bench = load_quality_bench()
+    a = SimpleNamespace(minutes=2.0, buffer_ratio=0.2, n_fresh=20, long_factor=10, seeds=[1, 2, 3], threads=1, jobs=2)
+    run = lambda seed, acc, fid: {"recipe": "ema", "what": "w", "trained": True, "seed": seed, "iterations": 100 + seed,
+                                  "rollbacks": 0, "k": 5, "test_acc": acc, "buffer": {"fid": fid, "kid": 0.05},
+                                  "fresh": {"fid": 2 * fid, "kid": 0.1}, "long": {"fid": fid, "kid": 0.1},
+                                  "train_minutes": 2.0}
+    rows = [run(1, 0.80, 50.0), run(2, 0.90, 70.0), {"recipe": "ema", "what": "w", "trained": True, "seed": 3,
+                                                     "error": "diverged"}]
+    line = next(l for l in bench.markdown(a, rows, FLOOR).splitlines() if l.startswith("| ema |"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[1] == "102 (101-102)" and cells[3] == "85.00% (80-90)" and cells[4] == "60.0 (50-70)"
+    assert cells[7] == "120.0 (100-140)" and cells[10] == "0.50 (0.5-0.5)" and "seed 3 failed: diverged" in line
+    assert "seeds 1, 2, 3: mean (min-max)" in bench.markdown(a, rows, FLOOR)
+
+
+def test_quality_variant_is_its_recipe_with_flags_that_override():
+    bench = load_quality_bench()
+    name, (what, flags) = bench.parse_variant("k10=majem_class --n_steps 10 --ema 0.99")
+    base = bench.RECIPES["majem_class"][1]
+    assert name == "k10" and flags[:len(base)] == base and flags[len(base):] == ["--n_steps", "10", "--ema", "0.99"]
+    assert "majem_class" in what and "--ema 0.99" in what
+    for bad in ("k10", "=majem --ema 0.9", "majem=majem --ema 0.9", "k10=nosuch --ema 0.9", "k10="):
+        with pytest.raises(UserError, match="--variant"):
+            bench.parse_variant(bad)
 
 
 def test_no_committed_file_holds_a_path_of_the_machine_that_made_it():

@@ -9,14 +9,14 @@ import pytest
 from conftest import ROOT, TINY, error_line, run_script
 from utils.checkpoint import load_checkpoint
 
-PATTERNS = ("ma*.sh", "sadajem_*.sh", "tutorial_*.sh", "shortrun_*.sh", "convergent_*.sh")
+PATTERNS = ("ma*.sh", "sadajem_*.sh", "tutorial_*.sh", "shortrun_*.sh", "convergent_*.sh", "quality_*.sh")
 LAUNCHERS = sorted(os.path.basename(p) for pattern in PATTERNS for p in glob.glob(os.path.join(ROOT, "scripts", pattern)))
 
 
 def test_all_recipes_have_launchers():
     assert {"maebm_cifar10.sh", "majem_cifar10.sh", "maebm_celeba.sh", "maebm_fashionmnist.sh",
             "majem_fashionmnist.sh", "majem_mnist.sh", "tutorial_mnist.sh", "shortrun_fashionmnist.sh",
-            "convergent_fashionmnist.sh", "sadajem_cifar10.sh"} <= set(LAUNCHERS)
+            "convergent_fashionmnist.sh", "sadajem_cifar10.sh", "quality_fashionmnist.sh"} <= set(LAUNCHERS)
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
