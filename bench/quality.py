@@ -192,7 +192,7 @@ def score_run(a, run_dir):
     flags, k = state["args"], state["args"]["n_steps"]
     ev = lambda tag: os.path.join(run_dir, f"eval_{tag}")
     row = {"k": k, "iterations": state["iteration"], "run_dir": run_dir, "train_minutes": training_minutes(run_dir),
-           "rollbacks": state["rollbacks"]}
+           "rollbacks": state["rollbacks"], "train_seed": flags["seed"]}
     if flags["pyx"] > 0:
         row["test_acc"] = evaluate(a, ckpt, "test_clf", ev("test_clf"))["test_acc"]
     if state.get("replay_buffer") is not None:
@@ -240,8 +240,8 @@ def markdown(a, rows, floor):
     budget = "; ".join(([f"{', '.join(trained)}: {a.minutes:g} min of training each"] if trained else []) +
                        ([f"{', '.join(scored)}: scored as trained elsewhere (its training minutes in the table)"]
                         if scored else []))
-    seeds = (f"seeds {', '.join(map(str, a.seeds))}: mean (min-max) where a cell has several runs"
-             if len(a.seeds) > 1 else f"seed {a.seeds[0]}")
+    seeds = (f"training seeds {', '.join(map(str, a.seeds))}" if trained else "each scored run's own training seed") + \
+        "; mean (min-max) where a row has several runs"
     threads = f"{a.threads} thread(s) per run, " if a.threads else ""
     head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`); {budget}; {seeds}; {threads}{a.jobs} run(s) at a "
             f"time. FID/KID: {floor['convention']}, Inception {floor['precision']}, reference {floor['reference']}; "
@@ -286,7 +286,7 @@ def figure(rows, floor, real_png, path):
             png = os.path.join(r["run_dir"], f"eval_{tag}", "fid_samples.png")
             if tag in r and os.path.exists(png):
                 ax.imshow(plt.imread(png), cmap="gray")
-                ax.set_title(f"{r['recipe']} (seed {r['seed']}): {title}\nFID {r[tag]['fid']:.1f}" +
+                ax.set_title(f"{r['recipe']} (seed {r['train_seed']}): {title}\nFID {r[tag]['fid']:.1f}" +
                              (f" ({r[tag]['steps']} steps)" if "steps" in r[tag] else ""), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

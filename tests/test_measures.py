@@ -283,7 +283,7 @@ def test_quality_table_gives_mean_and_spread_over_seeds():
     cells = [c.strip() for c in line.split("|")[1:-1]]
     assert cells[1] == "102 (101-102)" and cells[3] == "85.00% (80-90)" and cells[4] == "60.0 (50-70)"
     assert cells[7] == "120.0 (100-140)" and cells[10] == "0.50 (0.5-0.5)" and "seed 3 failed: diverged" in line
-    assert "seeds 1, 2, 3: mean (min-max)" in bench.markdown(a, rows, FLOOR)
+    assert "training seeds 1, 2, 3; mean (min-max)" in bench.markdown(a, rows, FLOOR)
 
 
 def test_quality_variant_is_its_recipe_with_flags_that_override():
