@@ -7,8 +7,9 @@ its own start and K, and of chains run --long_factor times longer), beside the r
     python bench/quality.py --recipes --score_runs quickstart=experiment/quickstart_X --out Q   # score a finished run
     python bench/quality.py --recipes majem_class --variant "ema=majem_class --ema 0.99" --seeds 1 2 --jobs 2
 Writes <out>/quality.md (the table; with several seeds each cell is mean (min-max)), quality.json, quality.png
-(every recipe's grids side by side, beside real test images) and the runs (<out>/runs/<recipe>, or <recipe>_seed<S> with several seeds, each
-with its eval_* folders). Refuses an --out that holds results unless --overwrite.
+(every recipe's grids side by side, beside real test images) and the runs (<out>/runs/<recipe>, or
+<recipe>_seed<S> with several seeds, each with its eval_* folders). Refuses an --out that holds results unless
+--overwrite.
 """
 import argparse
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +58,7 @@ RECIPES = {
     "jem": ("JEM: uniform start, persistent buffer, K=20, its Adam 1e-4",
             ["--px", "1", "--pyx", "1", "--init", "u", "--n_steps", "20", "--sgld_lr", "1", "--sgld_std", "0.01",
              "--l2_coeff", "0"] + JEM_ADAM),
-    "shortrun": ("short-run, non-persistent: uniform start, no buffer, K=40 its Adam 1e-4 (Nijkamp et al.)",
+    "shortrun": ("short-run, non-persistent: uniform start, no buffer, K=40, its Adam 1e-4 (Nijkamp et al.)",
                  ["--px", "1", "--pyx", "0", "--uncond", "--short_run", "--init", "u", "--sampler", "langevin",
                   "--n_steps", "40", "--sgld_lr", "1", "--sgld_std", "0.005", "--l2_coeff", "0", "--optimizer", "adam",
                   "--lr", "1e-4", "--weight_decay", "0", "--warmup_iters", "0"]),
@@ -248,8 +249,8 @@ def markdown(a, rows, floor):
             f"buffer: top {a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: "
             f"{a.n_fresh} from the recipe's own start, its K and {a.long_factor}x K steps. Real-data floor: "
             f"{floor['n']} test images, FID {floor['fid']:.1f}, KID {floor['kid']:.4f}.\n\n")
-    lines = ["| recipe | iterations | rollbacks | test acc | buffer FID | buffer KID | new chains K | FID (K) | KID (K) | "
-             f"FID ({a.long_factor}x K) | long / K | minutes |", "|" + "---|" * 12]
+    lines = ["| recipe | iterations | rollbacks | test acc | buffer FID | buffer KID | new chains K | FID (K) | "
+             f"KID (K) | FID ({a.long_factor}x K) | long / K | minutes |", "|" + "---|" * 12]
     lines.append(f"| real test images (floor) | - | - | - | {floor['fid']:.1f} | {floor['kid']:.4f} | - | "
                  f"{floor['fid']:.1f} | {floor['kid']:.4f} | - | - | - |")
     for name, group in groups.items():
@@ -260,8 +261,8 @@ def markdown(a, rows, floor):
             continue
         for r in runs:
             r["long_over_k"] = r["long"]["fid"] / r["fresh"]["fid"]
-        lines.append(f"| {name} | {cell(runs, 'iterations', None, '{:.0f}')} | {cell(runs, 'rollbacks', None, '{:.1f}')} | "
-                     f"{cell(runs, 'test_acc', None, '{:.2f}%', 100)} | {cell(runs, 'buffer')} | "
+        lines.append(f"| {name} | {cell(runs, 'iterations', None, '{:.0f}')} | "
+                     f"{cell(runs, 'rollbacks', None, '{:.1f}')} | {cell(runs, 'test_acc', None, '{:.2f}%', 100)} | {cell(runs, 'buffer')} | "
                      f"{cell(runs, 'buffer', 'kid', '{:.4f}')} | {runs[0]['k']} | {cell(runs, 'fresh')} | "
                      f"{cell(runs, 'fresh', 'kid', '{:.4f}')} | {cell(runs, 'long')} | "
                      f"{cell(runs, 'long_over_k', None, '{:.2f}')} | {cell(runs, 'train_minutes', None)} |"
