@@ -224,7 +224,7 @@ def spread(values, fmt="{:.1f}"):
     """One value as `fmt`; several (one per seed) as 'mean (min-max)'."""
     if len(values) == 1:
         return fmt.format(values[0])
-    return f"{fmt.format(statistics.mean(values))} ({min(values):.3g}-{max(values):.3g})"
+    return f"{fmt.format(statistics.mean(values))} ({min(values):.4g}-{max(values):.4g})"
 
 
 def cell(runs, key, field="fid", fmt="{:.1f}", scale=1):
