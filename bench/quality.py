@@ -254,13 +254,11 @@ def markdown(a, rows, floor):
     lines.append(f"| real test images (floor) | - | - | - | {floor['fid']:.1f} | {floor['kid']:.4f} | - | "
                  f"{floor['fid']:.1f} | {floor['kid']:.4f} | - | - | - |")
     for name, group in groups.items():
-        runs = [r for r in group if "error" not in r]
+        runs = [{**r, "long_over_k": r["long"]["fid"] / r["fresh"]["fid"]} for r in group if "error" not in r]
         failed = [f"seed {r['seed']} failed: {r['error']}" for r in group if "error" in r]
         if not runs:
             lines.append(f"| {name} | {'; '.join(failed)} |" + " |" * 10)
             continue
-        for r in runs:
-            r["long_over_k"] = r["long"]["fid"] / r["fresh"]["fid"]
         lines.append(f"| {name} | {cell(runs, 'iterations', None, '{:.0f}')} | "
                      f"{cell(runs, 'rollbacks', None, '{:.1f}')} | {cell(runs, 'test_acc', None, '{:.2f}%', 100)} | {cell(runs, 'buffer')} | "
                      f"{cell(runs, 'buffer', 'kid', '{:.4f}')} | {runs[0]['k']} | {cell(runs, 'fresh')} | "
