@@ -11,7 +11,7 @@ import torch
 
 from models import MODELS
 from utils.checkpoint import atomic_write_text, load_checkpoint
-from utils.data import DATASETS, dataset_info
+from utils.data import DATASETS, add_download_flag, dataset_info
 from utils.device import select_device
 from utils.errors import (ArgumentParser, UserError, factor, nonneg_float, nonneg_int, positive_float, positive_int,
                           probability, run_cli)
@@ -25,7 +25,8 @@ from utils.sampling.samplers import SAMPLERS
 
 def build_parser():
     modes = "; ".join(f"{m}: {mode[3]}" for m, mode in MODES.items())
-    p = ArgumentParser("eval_maebm.py", description=__doc__.split("\n")[0])
+    p = ArgumentParser("eval_maebm.py", description=__doc__.split("\n")[0],
+                       example="python eval_maebm.py --load_path experiment/RUN/last_ckpt.pt --eval test_clf")
     p.add_argument("--load_path", required=True, help="checkpoint written by train_maebm.py or by the upstream code")
     p.add_argument("--eval", default="OOD", choices=list(MODES), help=modes)
     p.add_argument("--variant", default="upstream", choices=["upstream", "project"],
@@ -43,6 +44,7 @@ def build_parser():
                         "(cifar_test for an upstream checkpoint)")
     p.add_argument("--datasets", nargs="+", default=[], help="logp_hist: the sets to plot (default: test data + OOD sets)")
     p.add_argument("--data_root", default=None, help="default: the checkpoint's --data_root (./data for upstream's)")
+    add_download_flag(p)
     p.add_argument("--center_dir", default=None, help="Gaussian files for new chains (default: the checkpoint's)")
     p.add_argument("--init", default=None, choices=["gm", "gm_class", "u", "n", "data", "i", "r"],
                    help="new chains' starts (default: the checkpoint's; upstream's i = gm, r = u)")

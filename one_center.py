@@ -10,17 +10,18 @@ import time
 import torch
 
 from utils.checkpoint import atomic_torch_save
-from utils.data import DATASETS, dataset_info, dataset_labels, image_transform, load_dataset
+from utils.data import DATASETS, add_download_flag, dataset_info, dataset_labels, image_transform, load_dataset
 from utils.errors import ArgumentParser, UserError, positive_int, run_cli
 from utils.gaussian import center_paths, fit_gaussian_center, fit_size
 from utils.progress import progress
 
 
 def build_parser():
-    p = ArgumentParser("one_center.py", description=__doc__.split("\n")[0])
+    p = ArgumentParser("one_center.py", description=__doc__.split("\n")[0],
+                       example="python one_center.py --dataset cifar10 --data_root ./data --save_dir ./data/centers")
     p.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS), help="training images to fit")
     p.add_argument("--data_root", default="./data", help="dataset root, as train_maebm.py's")
-    p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset (needs network)")
+    add_download_flag(p)
     p.add_argument("--save_dir", default=".", help="where to write the .pt files (train_maebm.py --center_dir)")
     p.add_argument("--per_class", action="store_true", help="also fit one Gaussian per class")
     p.add_argument("--batch_size", type=positive_int, default=1000, help="images read at a time")

@@ -27,7 +27,8 @@ COLUMNS = ["setting", "n_steps", "sgld_lr", "lr", "spectral_norm", "status", "ro
 
 
 def build_parser():
-    p = ArgumentParser("sweep.py", description=__doc__.split("\n")[0])
+    p = ArgumentParser("sweep.py", description=__doc__.split("\n")[0],
+                       example="python sweep.py --n_steps 5 10 --lr 0.05 0.1 --save_dir experiment/sweep --model cnn --width 1 --n_epochs 1")
     p.add_argument("--n_steps", nargs="+", type=positive_int, default=[10], help="sampler steps per iteration")
     p.add_argument("--sgld_lr", nargs="+", type=positive_float, default=[1.0], help="sampler step sizes")
     p.add_argument("--lr", nargs="+", type=positive_float, default=[0.1], help="learning rates")

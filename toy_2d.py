@@ -30,7 +30,8 @@ TOY_SAMPLERS = [s for s in SAMPLERS if s != "sgld"]
 
 
 def build_parser():
-    p = ArgumentParser("toy_2d.py", description=__doc__.split("\n")[0])
+    p = ArgumentParser("toy_2d.py", description=__doc__.split("\n")[0],
+                       example="python toy_2d.py --dataset rings --save_dir experiment/toy_rings")
     p.add_argument("--dataset", default="mixture", choices=list(TOY_DATASETS),
                    help="mixture: 8 Gaussians (std 0.2) on a circle of radius 2; rings: radii 1, 2, 3 (std 0.08)")
     p.add_argument("--objective", default="cd", choices=["cd", *CHAIN_FREE_OBJECTIVES],

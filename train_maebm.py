@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models import MODELS, NORMS
 from utils.checkpoint import CheckpointDir
-from utils.data import DATASETS, dataset_info
+from utils.data import DATASETS, add_download_flag, dataset_info
 from utils.device import select_device, wants_cuda
 from utils.distributed import any_rank, init_distributed, max_parameter_difference, on_main, shutdown
 from utils.errors import (ArgumentParser, UserError, decay_rate, factor, int_or_minus_one, nonneg_float, nonneg_int,
@@ -40,11 +40,12 @@ NOOP = "accepted for upstream compatibility; has no effect here"
 
 
 def build_parser():
-    p = ArgumentParser("train_maebm.py", description=__doc__.split("\n")[0])
+    p = ArgumentParser("train_maebm.py", description=__doc__.split("\n")[0],
+                       example="python train_maebm.py --dataset fashionmnist --model cnn --width 1 --n_epochs 2 --center_dir ./data/centers")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS), help="training data (fashionmnist installs offline)")
     g.add_argument("--data_root", default="./data", help="dataset root; Fashion-MNIST/MNIST are set up here offline")
-    g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset (needs network)")
+    add_download_flag(g)
     g.add_argument("--n_valid", type=nonneg_int, default=0,
                    help="training images held out for validation and best_valid_ckpt.pt (0: none)")
     g.add_argument("--labels_per_class", type=int_or_minus_one, default=-1,

@@ -12,6 +12,7 @@ from utils.errors import run_cli
 def build_parser():
     p = train_maebm.build_parser()
     p.prog, p.description = "train_maebm_celeba.py", __doc__.split("\n")[0]
+    p.epilog = "example:\n  python train_maebm_celeba.py --data_root DATA --center_dir ./data/centers"
     p.set_defaults(dataset="celeba128", pyx=0.0, n_epochs=250, decay_epochs=[120, 150, 180, 210, 240], print_every=1000)
     return p
 

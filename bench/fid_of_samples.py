@@ -3,7 +3,6 @@ the project's FidScorer: for samples made where the Inception weights are not (b
 
     python bench/fid_of_samples.py OUT/samples_fp32.npz OUT/samples_fast.npz --dataset fashionmnist --fid_ref_n 2000
 """
-import argparse
 import json
 import os
 import sys
@@ -14,10 +13,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.data import DATASETS, image_transform, load_dataset  # noqa: E402
 from utils.fid import FidScorer  # noqa: E402
+from utils.errors import ArgumentParser  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = ArgumentParser("bench/fid_of_samples.py", description=__doc__.split("\n")[0],
+                       example="python bench/fid_of_samples.py OUT/samples_fp32.npz --fid_ref_n 2000")
     p.add_argument("samples", nargs="+", help=".npz files with an array 'samples'")
     p.add_argument("--dataset", default="fashionmnist", choices=list(DATASETS))
     p.add_argument("--data_root", default="./data")

@@ -6,7 +6,6 @@ against the fast path on real data, a SIGKILLed run resumed, fresh samples for F
 Writes OUT/gpu_check.json and OUT/gpu_check.md after every part, so a part that runs out of time or fails leaves
 the others' results; each part has its own time limit.
 """
-import argparse
 import glob
 import json
 import os
@@ -21,12 +20,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.data import load_dataset, prepare_fashion_mnist  # noqa: E402
-from utils.errors import UserError  # noqa: E402
+from utils.errors import ArgumentParser, UserError  # noqa: E402
 from utils.run_dir import read_metrics  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = ArgumentParser("bench/gpu_check.py", description=__doc__.split("\n")[0],
+                       example="python bench/gpu_check.py --out experiment/gpu_check")
     p.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md, samples_*.npz, logs")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--smoke", action="store_true", help="toy sizes (CI): small nets, a few iterations")

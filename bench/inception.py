@@ -5,7 +5,6 @@ real-data floor), and the test images against themselves with N(0, 40/255) pixel
     python bench/inception.py --data_root ./data --n 2000      # the README's CPU figures
     python bench/inception.py --device cuda                    # adds tf32 on a GPU
 """
-import argparse
 import json
 import os
 import sys
@@ -16,10 +15,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.data import image_transform, load_dataset  # noqa: E402
 from utils.fid import PRECISIONS, InceptionFeatures, extract, feature_stats, find_inception_weights, frechet_distance  # noqa: E402
+from utils.errors import ArgumentParser  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = ArgumentParser("bench/inception.py", description=__doc__.split("\n")[0],
+                       example="python bench/inception.py --data_root ./data --n 200 --out experiment/inception_bench")
     p.add_argument("--data_root", default="./data")
     p.add_argument("--n", type=int, default=2000, help="images per set")
     p.add_argument("--batch_size", type=int, default=100)

@@ -6,7 +6,6 @@ A break that its tests do not catch means those tests cannot fail on the bug the
     python bench/mutants.py --list
 Exit status 0 only when every break run was caught.
 """
-import argparse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import os
@@ -17,6 +16,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from utils.errors import ArgumentParser  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,8 @@ def run_mutant(mutant, files, python, timeout):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser("bench/mutants.py", description=__doc__.split("\n")[0],
+                       example="python bench/mutants.py --jobs 2 --list")
     p.add_argument("--only", nargs="+", default=None, help="names of the breaks to run (default: all)")
     p.add_argument("--list", action="store_true", help="print each break and its tests, run nothing")
     p.add_argument("--jobs", type=int, default=2, help="breaks tested at once")

@@ -9,7 +9,6 @@ as the fp32 run of its network and seed made in --minutes.
 Writes <out>/precision.md (mean and spread over seeds), precision.json (every run) and precision.png; runs run
 --jobs at a time, each with --threads threads (so every run of a table sees the same machine share).
 """
-import argparse
 from concurrent.futures import ThreadPoolExecutor
 import copy
 import importlib.util
@@ -24,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from utils.errors import UserError, positive_float, positive_int, run_cli  # noqa: E402
+from utils.errors import ArgumentParser, UserError, positive_float, positive_int, run_cli  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("quality_bench", os.path.join(ROOT, "bench", "quality.py"))
 quality = importlib.util.module_from_spec(_spec)
@@ -35,7 +34,8 @@ POLICIES = {"fp32": [], "bf16_loss": ["--amp", "on", "--channels_last", "on"],
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = ArgumentParser("bench/precision.py", description=__doc__.split("\n")[0],
+                       example="python bench/precision.py --nets 1 --seeds 1 2 --minutes 2")
     p.add_argument("--nets", nargs="+", type=positive_int, default=[1, 4],
                    help="widths of the small CNN (1: the quickstart's; 4: wide enough for AMX to pay)")
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))

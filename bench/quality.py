@@ -11,7 +11,6 @@ Writes <out>/quality.md (the table; with several seeds each cell is mean (min-ma
 <recipe>_seed<S> with several seeds, each with its eval_* folders). Refuses an --out that holds results unless
 --overwrite.
 """
-import argparse
 from concurrent.futures import ThreadPoolExecutor
 import copy
 import json
@@ -33,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.data import image_transform, load_dataset  # noqa: E402
-from utils.errors import UserError, positive_float, positive_int, run_cli  # noqa: E402
+from utils.errors import ArgumentParser, UserError, positive_float, positive_int, run_cli  # noqa: E402
 from utils.evaluation.generative import random_grid  # noqa: E402
 from utils.fid import FidScorer  # noqa: E402
 
@@ -86,7 +85,8 @@ RECIPES.update({
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = ArgumentParser("bench/quality.py", description=__doc__.split("\n")[0],
+                       example="python bench/quality.py --recipes majem_class jem --seeds 1 2 --minutes 2")
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES), help="rows, in this order")
     p.add_argument("--variant", action="append", default=[], metavar="'NAME=RECIPE FLAGS'",
                    help="also a row NAME: RECIPE's flags followed by FLAGS (which override them), e.g. "

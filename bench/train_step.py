@@ -7,7 +7,6 @@ bf16 too); fast (bf16_all with torch.compile).
     python bench/train_step.py --device cpu         # CPU: the quickstart CNN and WRN-16-2, fp32 against bf16_loss
 Prints a table and writes JSON (--out).
 """
-import argparse
 import json
 import os
 import sys
@@ -28,6 +27,7 @@ from utils.training.guard import DivergenceGuard  # noqa: E402
 from utils.training.plan import make_plan  # noqa: E402
 from utils.training.setup import architecture, make_model_and_optimizer, prepare_model  # noqa: E402
 from utils.training.step import train_step  # noqa: E402
+from utils.errors import ArgumentParser  # noqa: E402
 
 
 # variant: (--amp, --amp_sampler, --channels_last, --compile)
@@ -36,7 +36,8 @@ VARIANTS = {"fp32_eager": ("off", "off", "off", False), "bf16_loss": ("on", "off
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = ArgumentParser("bench/train_step.py", description=__doc__.split("\n")[0],
+                       example="python bench/train_step.py --device cpu --iters 5")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--nets", nargs="+", default=None, metavar="MODEL-DEPTH-WIDTH",
                    help="networks timed in this run (default: wrn-28-10 on CUDA; cnn-1-1 and wrn-16-2 on CPU)")

@@ -7,7 +7,8 @@
 # in short-run learning it need not. 5-conv LeakyReLU net, p(x) only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train_maebm.py --dataset fashionmnist \
+source scripts/common.sh
+launch_training train_maebm.py --dataset fashionmnist --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --model conv5 --width 1 --norm none --uncond \
   --px 1.0 --pyx 0.0 \
   --init u --reinit_freq 0 --buffer_size 10000 \

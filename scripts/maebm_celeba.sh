@@ -3,11 +3,12 @@
 # train_maebm_celeba.py): p(x) only, K=10, no l2, lr 0.02, WRN-28-2 with the fourth stage for 128 pixels,
 # logsumexp energy of a 10-way head, decay at epochs 80/120/160.
 # Images in DATA_ROOT/train/<any folder>/<images> (upstream's layout; no test split is needed).
-# Needs celeba128_mean_one.pt / celeba128_cov_one.pt: python one_center.py --dataset celeba128 --data_root DATA_ROOT
-# (fitted at 32x32, upsampled 4x4 per pixel as upstream). Extra arguments are passed on last, so they override these.
+# The Gaussian the chains start from is fitted first when ./data/centers lacks it (the command is printed).
+# It is fitted at 32x32 and upsampled 4x4 per pixel, as upstream. Extra arguments are passed last and override these.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train_maebm_celeba.py --dataset celeba128 \
+source scripts/common.sh
+launch_training train_maebm_celeba.py --dataset celeba128 --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --lr .02 --optimizer sgd \
   --px 1.0 \
   --width 2 --depth 28 \

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # M-EBM on CIFAR-10, the published recipe: p(x) only, K=2 SGLD steps, l2 0.1, no SGLD noise, WRN-28-10.
-# Needs cifar10_mean_one.pt / cifar10_cov_one.pt: python one_center.py --dataset cifar10 --data_root ./data
+# The Gaussian the chains start from is fitted first when ./data/centers lacks it (the command is printed).
+# CIFAR-10 is downloaded into ./data by torchvision when it is not there.
 # Extra arguments are passed on last, so they override these.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train_maebm.py --dataset cifar10 \
+source scripts/common.sh
+launch_training train_maebm.py --dataset cifar10 --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --lr .1 --optimizer sgd \
   --px 1.0 --pyx 0.0 \
   --sigma .0 --width 10 --depth 28 \

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # M-JEM recipe (separate energy head, --uncond) on fashionmnist (offline data) with a WRN-16-4 sized for 28x28 images and a 50-epoch schedule:
 # pyx 1.0, K=5 SGLD steps, SGLD noise 0.001, l2 0.5. Meant for a GPU; extra arguments are passed last.
-# Needs fashionmnist_mean_one.pt / fashionmnist_cov_one.pt: python one_center.py --dataset fashionmnist
+# The Gaussian the chains start from is fitted first when ./data/centers lacks it (the command is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train_maebm.py --dataset fashionmnist \
+source scripts/common.sh
+launch_training train_maebm.py --dataset fashionmnist --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --lr .1 --optimizer sgd \
   --px 1.0 --pyx 1.0 \
   --sigma .0 --width 4 --depth 16 \

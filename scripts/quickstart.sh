@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # From a fresh clone: set up .venv, fit the Fashion-MNIST Gaussians (one per class: the starts that scored best in
-# bench/quality.py), train M-JEM for a few minutes on the
-# CPU (or GPU), draw 100 new chains the way training ran its chains, then print the test accuracy and where the
-# sample grids are. Extra arguments go to train_maebm.py.
+# bench/quality.py), train M-JEM for a few minutes on the CPU (or GPU), draw 100 new chains the way training ran
+# its chains, then print the test accuracy and where the sample grids are. Extra arguments go to train_maebm.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
+if wants_help "$@"; then
+  echo "usage: bash scripts/quickstart.sh [train_maebm.py flags, which override the quickstart's]"
+  exec "$PY" train_maebm.py --help
+fi
 bash scripts/setup_env.sh
-PY=${VENV:-.venv}/bin/python
+PY=$(find_python)  # the environment set up just now
 RUN=${RUN:-experiment/quickstart_$(date +%Y%m%d_%H%M%S)}
-"$PY" one_center.py --dataset fashionmnist --data_root ./data --save_dir ./data/centers --per_class
-"$PY" train_maebm.py --dataset fashionmnist --data_root ./data --center_dir ./data/centers \
+"$PY" one_center.py --dataset fashionmnist --data_root "$DATA_ROOT" --save_dir "$CENTER_DIR" --per_class
+echo "run directory: $RUN"
+"$PY" train_maebm.py --dataset fashionmnist --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --model cnn --width 1 --norm batch \
   --px 1.0 --pyx 1.0 --init gm_class --n_steps 5 --sgld_lr 1 --sgld_std 0.001 --l2_coeff 0.5 \
   --lr 0.05 --warmup_iters 200 --n_epochs 7 --decay_epochs 5 6 --n_valid 5000 \

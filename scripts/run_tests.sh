@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+source scripts/common.sh
 # two workers (pytest-xdist) on the 2-core CI machine, one thread each, so that the two workers (and the scripts
 # they start) never ask for more threads than there are cores
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec "${VENV:-.venv}/bin/python" -m pytest -q -n 2 "$@"
+exec "$PY" -m pytest -q -n 2 "$@"

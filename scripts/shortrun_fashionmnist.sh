@@ -4,7 +4,8 @@
 # This is the non-convergent learner of scripts/convergent_fashionmnist.sh: compare their long-run chains.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train_maebm.py --dataset fashionmnist \
+source scripts/common.sh
+launch_training train_maebm.py --dataset fashionmnist --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --model conv5 --width 1 --norm none --uncond \
   --px 1.0 --pyx 0.0 \
   --short_run --init u --sampler langevin --n_steps 100 --sgld_lr 1 --sgld_std 0 \

@@ -5,10 +5,11 @@
 # flags go to every run (e.g. --n_epochs 1 --device cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" sweep.py \
+source scripts/common.sh
+launch_training sweep.py \
   --n_steps 5 10 --sgld_lr 1 --lr 0.05 0.1 --spectral_norm off on --fid --fid_ref_n 10000 \
   --save_dir ./experiment/sweep_fashionmnist \
-  --dataset fashionmnist --data_root ./data --center_dir ./data/centers \
+  --dataset fashionmnist --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --model cnn --width 1 --norm batch \
   --px 1.0 --pyx 1.0 --sgld_std 0.001 --l2_coeff 0.5 \
   --warmup_iters 200 --n_epochs 2 --decay_epochs 5 6 \

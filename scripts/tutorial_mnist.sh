@@ -5,7 +5,8 @@
 # gradient clipping 0.1, batch 128. Add --spectral_norm for the spectrally normalised variant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" train_maebm.py --dataset mnist \
+source scripts/common.sh
+launch_training train_maebm.py --dataset mnist --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --model tutorial_cnn --width 1 --norm none --uncond \
   --px 1.0 --pyx 0.0 \
   --init u --sampler tutorial --n_steps 60 --sgld_lr 10 --sgld_std 0.005 \

@@ -15,10 +15,11 @@ import pytest
 
 from utils.data import IDX_FILES, _write_idx
 from utils.errors import run_cli
-from utils.fid import OFFLINE_ENV, _fid_helper_path
+from utils.fid import _fid_helper_path
+from utils.offline import OFFLINE_ENV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Tests never reach for the network (pytorch-fid's weight download); subprocesses inherit this.
+# Tests never reach for the network (datasets, pytorch-fid's weights); subprocesses inherit this.
 os.environ[OFFLINE_ENV] = "1"
 
 

@@ -12,6 +12,7 @@ from pytorch_fid.inception import FID_WEIGHTS_URL
 import torch
 
 import utils.fid as fid
+from utils.offline import OFFLINE_ENV
 from utils.fid import (PYTORCH_FID_FILE, _fid_helper_path, convert_fid_helper_weights, extract, feature_stats,
                        frechet_distance, kernel_inception_distance, load_inception)
 
@@ -105,7 +106,7 @@ def test_converted_weights_give_fid_helpers_own_features(inception):
 
 def test_pytorch_fid_download_first_then_the_offline_weights(monkeypatch, tmp_path):
     """The online branch with pytorch-fid's loader patched in-process: no network is touched."""
-    monkeypatch.delenv(fid.OFFLINE_ENV)
+    monkeypatch.delenv(OFFLINE_ENV)
     monkeypatch.setattr(fid, "torch_hub_checkpoints", lambda: str(tmp_path / "hub"))
     full = convert_fid_helper_weights(_fid_helper_path())
     full["fc.weight"], full["fc.bias"] = torch.randn(1008, 2048), torch.zeros(1008)

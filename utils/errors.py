@@ -7,12 +7,26 @@ class UserError(Exception):
     """A problem with the user's flags, files or environment, reported as one line."""
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that refuses abbreviations and reports errors in one line."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends a flag's default only where its help does not already state one and there is a value to show."""
 
-    def __init__(self, *args, **kwargs):
+    def _get_help_string(self, action):
+        text, default = action.help or "", action.default
+        empty = default is None or default is False or default is argparse.SUPPRESS or \
+            (isinstance(default, (str, list, tuple)) and len(default) == 0)
+        if empty or not action.option_strings or "default" in text.lower():
+            return text
+        return text + " (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that refuses abbreviations, reports errors in one line and ends its help with an example command."""
+
+    def __init__(self, *args, example=None, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        if example:
+            kwargs["epilog"] = f"example:\n  {example}"
         super().__init__(*args, **kwargs)
 
     def error(self, message):

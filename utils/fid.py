@@ -10,7 +10,6 @@ import importlib.util
 import io
 import json
 import os
-import socket
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from utils.checkpoint import atomic_torch_save, atomic_write_bytes
 from utils.errors import UserError
+from utils.offline import network_timeout, offline_reason
 from utils.progress import progress
 
 CONVENTION = "pytorch-fid (bilinear F.interpolate to 299, [-1,1] input, pool3 2048-d)"
@@ -103,24 +103,18 @@ def torch_hub_checkpoints():
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
-OFFLINE_ENV = "EBM_TOOLKIT_OFFLINE"  # set (as the tests do) to never try the download
-
-
 def download_pytorch_fid_weights():
     """pytorch-fid's own checkpoint (1008-way logits included, so IS works) by pytorch-fid's own URL, into the
     torch hub cache; (state dict, path) or (None, the reason it failed)."""
-    if os.environ.get(OFFLINE_ENV):
-        return None, f"{OFFLINE_ENV} is set"
+    if offline_reason():
+        return None, offline_reason()
     from pytorch_fid.inception import FID_WEIGHTS_URL
-    before = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)  # a network that drops packets must not hang the evaluation
     try:
-        return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, progress=True, map_location="cpu"), \
-            os.path.join(torch_hub_checkpoints(), PYTORCH_FID_FILE)
+        with network_timeout():
+            return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, progress=True, map_location="cpu"), \
+                os.path.join(torch_hub_checkpoints(), PYTORCH_FID_FILE)
     except Exception as e:  # no network, a proxy, a partial file: the offline weights serve instead
         return None, f"{type(e).__name__}: {e}"
-    finally:
-        socket.setdefaulttimeout(before)
 
 
 def find_inception_weights(weights=None, cache_dir=None):

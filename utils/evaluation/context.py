@@ -139,7 +139,7 @@ class Evaluation:
 
     def dataset(self, name=None, train=False):
         return load_dataset(name or self.arch["dataset"], self.data_root, train,
-                            image_transform(name or self.arch["dataset"], False))
+                            image_transform(name or self.arch["dataset"], False), self.args.download)
 
     def test_images(self, n=None, seed=0):
         """(images, labels) of --dataset's split (default: the checkpoint's test split), with --sigma noise."""

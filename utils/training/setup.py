@@ -11,6 +11,7 @@ from models.norms import ActNorm
 from utils.checkpoint import CheckpointDir, load_checkpoint
 from utils.data import (DATASETS, UNLABELLED, dataset_labels, image_transform, labelled_subset, load_dataset,
                         make_loader, split_train_valid)
+from utils.distributed import on_main
 from utils.errors import UserError
 from utils.fid import FidScorer
 from utils.run_dir import RunLogger, prepare_run_dir
@@ -30,6 +31,8 @@ def load_data(args, device, dist_info):
                         "--n_valid 0), as upstream's train_maebm_celeba.py does")
     load = lambda train, augment: load_dataset(args.dataset, args.data_root, train,
                                                image_transform(args.dataset, augment), args.download)
+    if dist_info.enabled:  # rank 0 fetches a missing dataset alone; the others then read its files
+        on_main(lambda: (load(True, False), unlabelled or load(False, False)), dist_info)
     train_plain = load(True, False)
     train_aug = None if unlabelled else load(True, True)
     test_set = None if unlabelled else load(False, False)
