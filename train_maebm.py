@@ -28,6 +28,7 @@ from utils.thermo import ThermoRecorder
 from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
 from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, ChainFreeLoss, start_log_z
 from utils.training.guard import DivergenceGuard
+from utils.training.objectives import objective_name
 from utils.training.ema import WeightAverage
 from utils.training.plan import make_plan
 from utils.training.reporting import finish_iteration
@@ -35,6 +36,7 @@ from utils.training.setup import (architecture, load_data, make_buffer, make_fid
                                   open_run_dir, prepare_model, read_start_checkpoint)
 from utils.training.state import TrainState
 from utils.training.step import train_step
+from utils.wandb_mirror import require_wandb
 
 NOOP = "accepted for upstream compatibility; has no effect here"
 
@@ -92,8 +94,8 @@ def build_parser():
     g.add_argument("--pyx", type=nonneg_float, default=1.0, help="weight of the p(y|x) cross-entropy")
     g.add_argument("--l2_coeff", type=nonneg_float, default=0.0,
                    help="energy regulariser l2 * (mean f(x+)^2 + (mean f(x-))^2)")
-    g.add_argument("--objective", default="maebm", choices=[*OBJECTIVES, *CHAIN_FREE_OBJECTIVES],
-                   help="maebm/jem/m_ebm: marginal contrastive divergence on E(x) = -logsumexp f(x) (or the --uncond "
+    g.add_argument("--objective", default="maebm", choices=[*OBJECTIVES, *CHAIN_FREE_OBJECTIVES], type=objective_name,
+                   help="maebm/m_ebm: marginal contrastive divergence on E(x) = -logsumexp f(x) (or the --uncond "
                         "head) plus pyx x cross-entropy; j_ebm: joint CD on E(x,y) = -f(x)[y], chains drawn given the "
                         "data labels; gcl: j_ebm minus --gamma x marginal CD; dcl: cross-entropy only. Without chains: "
                         "dsm denoising score matching (--dsm_sigma), ssm sliced score matching (--ssm_projections), "
@@ -210,7 +212,11 @@ def build_parser():
     g.add_argument("--gpu-id", default="0", help="CUDA device index")
     g.add_argument("--exp_name", default="MAEBM", help="free text stored with the run")
     g.add_argument("--note", default="", help="free text stored with the run")
-    for name in ("--no_fid", "--no_wandb", "--print_to_log", "--debug"):
+    g.add_argument("--wandb", default=None, metavar="PROJECT",
+                   help="also log scalars, sample grids and flags to this Weights & Biases project (needs the wandb "
+                        "package; WANDB_MODE=offline writes RUN/wandb/ for a later `wandb sync`)")
+    g.add_argument("--no_wandb", action="store_true", help="upstream's switch: turns --wandb off")
+    for name in ("--no_fid", "--print_to_log", "--debug"):
         g.add_argument(name, action="store_true", help=NOOP + ("; use eval_maebm.py --eval fid" if name == "--no_fid" else ""))
     for name, default in (("--dir_path", "./experiment"), ("--log_dir", "./runs"), ("--log_arg", "")):
         g.add_argument(name, default=default, help=NOOP + "; the run directory is --save_dir")
@@ -255,6 +261,9 @@ def main(argv=None, parser=None):
     args.data_root, args.center_dir = os.path.abspath(args.data_root), os.path.abspath(args.center_dir)
     if args.resume is not None:
         args.save_dir = args.resume
+    if args.no_wandb:
+        args.wandb = None
+    require_wandb(args.wandb)
     in_channels, image_size, _ = dataset_info(args.dataset)
     image_shape = (in_channels, image_size, image_size)
     dist_info = init_distributed(wants_cuda(args.device))

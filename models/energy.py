@@ -32,3 +32,17 @@ class EnergyModel(nn.Module):
         h = self.f(x)
         with torch.autocast(h.device.type, enabled=False):
             return self.class_output(h.float())
+
+
+def class_conditional(model):
+    """The model as a joint energy f(x, y) = log p(x, y) + const for class-conditional chains: JEM's logits[y], or,
+    with a separate energy head (--uncond), f(x) + log softmax(logits)[y] = log p(x) + log p(y|x)."""
+    if not getattr(model, "uncond", False):
+        return model
+
+    def joint(x, y=None):
+        f, logits = model(x)
+        if y is None:
+            return f, logits
+        return f + logits.log_softmax(1).gather(1, y[:, None]).squeeze(1), logits
+    return joint

@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from models import NORMS, build_model
+from models.energy import class_conditional
+from utils.sampling.samplers import run_sampler
 from utils.training import lr_at, px_loss
 
 
@@ -90,3 +92,23 @@ def test_literature_energy_nets_on_28x28(name, uncond):
 
 def test_step_lr_every_epoch():
     assert lr_at(1e-4, 10_000, 3, 0, [], 0.97, decay_every=1) == pytest.approx(1e-4 * 0.97 ** 3)
+
+
+def test_class_conditional_energy_of_a_separate_head_adds_log_p_y_given_x():
+    torch.manual_seed(0)
+    model = build_model("cnn", 10, 1, width=1, norm="none", uncond=True, image_size=28)
+    x, y = torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8)
+    f, logits = model(x)
+    joint = class_conditional(model)
+    fy, _ = joint(x, y)
+    assert torch.allclose(fy, f + logits.log_softmax(1)[torch.arange(8), y], atol=1e-6)
+    assert torch.equal(joint(x)[0], f)  # without a class: the marginal energy
+    assert not torch.allclose(fy, model(x, y)[0])  # the head alone ignores y
+    jem = build_model("cnn", 10, 1, width=1, norm="none", image_size=28)
+    assert class_conditional(jem) is jem  # JEM's logits[y] are already joint
+    # chains given a class move towards it: log p(y|x) rises along them
+    c = torch.full((8,), 3)
+    x1, _ = run_sampler("langevin", joint, x, 20, 0.05, 0.0, y=c)
+    log_p = lambda z: model(z)[1].log_softmax(1)[:, 3]
+    with torch.no_grad():
+        assert (log_p(x1) > log_p(x)).float().mean() > 0.8

@@ -65,8 +65,8 @@ def test_dcl_is_plain_cross_entropy_and_ignores_px():
 
 def test_jem_adds_weighted_cross_entropy():
     model = LogitsAreInputs()
-    px_only, _ = JointLoss(model, 1.0, 0.0, 0.0, objective="jem")(XP, XQ)
-    both, _ = JointLoss(model, 1.0, 2.0, 0.0, objective="jem")(XP, XQ, XP, YP)
+    px_only, _ = JointLoss(model, 1.0, 0.0, 0.0, objective="maebm")(XP, XQ)
+    both, _ = JointLoss(model, 1.0, 2.0, 0.0, objective="maebm")(XP, XQ, XP, YP)
     assert both.item() == pytest.approx(px_only.item() + 2 * torch.nn.functional.cross_entropy(XP, YP).item())
 
 

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, error_line, run_script
 from models import build_model
 from utils.checkpoint import load_checkpoint
 
@@ -61,6 +61,17 @@ def test_maebm_uncond_uniform_start_runs(tmp_path, fmnist_root, fmnist_centers):
                        "--l2_coeff", "0.1", "--init", "u", "--max_iters", "5")
     ckpt = load_checkpoint(os.path.join(save, "last_ckpt.pt"))
     assert ckpt["iteration"] == 5 and "energy_output.weight" in ckpt["model_state_dict"]
+    # class-conditional grids need a classifier: refused in one line for a p(x)-only run
+    _, proc = train(tmp_path, fmnist_root, fmnist_centers, "cond", "--pyx", "0", "--uncond", "--init", "u",
+                    "--max_iters", "1", "--plot_cond", check=False)
+    assert "--plot_cond: class-conditional grids need" in error_line(proc)
+
+
+def test_majem_uncond_draws_class_conditional_grids(tmp_path, fmnist_root, fmnist_centers):
+    """M-JEM's separate energy head: --plot_cond draws chains on f(x) + log p(y|x) at each epoch's end."""
+    save, _ = train(tmp_path, fmnist_root, fmnist_centers, "majem", "--uncond", "--n_steps", "1", "--max_iters", "10",
+                    "--plot_cond")
+    assert os.path.isfile(os.path.join(save, "samples", "cond_0.png"))
 
 
 def read_state(path):

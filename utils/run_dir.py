@@ -84,12 +84,14 @@ def read_metrics(path):
 
 
 class RunLogger:
-    """Text log, JSON-lines metrics and TensorBoard scalars of one run (rank 0 only)."""
+    """Text log, JSON-lines metrics and TensorBoard scalars of one run (rank 0 only); `mirror` (a WandbMirror) gets
+    the same scalars, images and final numbers."""
 
-    def __init__(self, save_dir, enabled=True, tensorboard=True):
+    def __init__(self, save_dir, enabled=True, tensorboard=True, mirror=None):
         self.save_dir = save_dir
         self.enabled = enabled
         self.tensorboard = tensorboard
+        self.mirror = mirror
         self.writer = None  # created on the first metrics, so a run that fails early leaves no event file
 
     def record_command(self, args):
@@ -121,19 +123,27 @@ class RunLogger:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     self._writer().add_scalar(key, value, step)
+        if self.mirror is not None:
+            self.mirror.scalars(step, values)
 
     def image(self, tag, images, step):
         """A grid of images in [-1, 1] in TensorBoard."""
-        if self.enabled and self.tensorboard:
-            import torchvision.utils as vutils
-            grid = vutils.make_grid(images.detach().float().cpu()[:64], normalize=True, value_range=(-1, 1))
+        if not self.enabled or not (self.tensorboard or self.mirror is not None):
+            return
+        import torchvision.utils as vutils
+        grid = vutils.make_grid(images.detach().float().cpu()[:64], normalize=True, value_range=(-1, 1))
+        if self.tensorboard:
             self._writer().add_image(tag, grid, step)
+        if self.mirror is not None:
+            self.mirror.image(tag, grid, step)
 
     def hparams(self, args, final):
         """The run's flags as TensorBoard hparams, with its final numbers as their metrics."""
         if self.enabled and self.tensorboard:
             flags = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
             self._writer().add_hparams(flags, {f"hparam/{k}": v for k, v in final.items()}, run_name="hparams")
+        if self.enabled and self.mirror is not None:
+            self.mirror.summary(final)
 
     def _writer(self):
         if self.writer is None:
@@ -156,6 +166,9 @@ class RunLogger:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+        if self.mirror is not None:
+            self.mirror.close()
+            self.mirror = None
 
 
 def save_grid(x, path, nrow=None):

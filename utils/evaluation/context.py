@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import torch
 
 from models import build_model, load_weights
+from models.energy import class_conditional
 from utils.data import DATASETS, dataset_info, image_transform, load_dataset
 from utils.errors import UserError
 from utils.fid import FidScorer
@@ -209,13 +210,13 @@ class Evaluation:
         """Fraction of samples that the classifier (eval mode) assigns to the class they were drawn given."""
         return float((self.forward(x)[1].argmax(1) == y).float().mean())
 
-    def sample(self, n, n_steps, y=None, snapshots=None):
+    def sample(self, n, n_steps, y=None, snapshots=None, joint=False):
         """n new chains of n_steps steps of the checkpoint's sampler, the model as training ran its chains (given
-        classes y if set); `snapshots` collects the first 10 chains."""
+        classes y if set; `joint`: on log p(x, y), see class_conditional); `snapshots` collects the first 10 chains."""
         with self.chains_as_trained():
-            return self._sample(n, n_steps, y, snapshots)
+            return self._sample(n, n_steps, y, snapshots, class_conditional(self.model) if joint else self.model)
 
-    def _sample(self, n, n_steps, y, snapshots):
+    def _sample(self, n, n_steps, y, snapshots, model):
         start, bs, out = self.start_fn(), self.args.batch_size, []
         for i in progress(range(0, n, bs), desc=f"{self.args.eval}: {n} chains of {n_steps} steps", unit="batch"):
             yb = y[i:i + bs].to(self.device) if y is not None else None
@@ -226,7 +227,7 @@ class Evaluation:
                 snapshots.append(x[:10].cpu())
             for done in range(0, n_steps, every):
                 with self.precision.sampler_autocast():
-                    x, _ = run_sampler(self.sampler, self.model, x, min(every, n_steps - done), self.sgld_lr,
+                    x, _ = run_sampler(self.sampler, model, x, min(every, n_steps - done), self.sgld_lr,
                                        self.sgld_std, y=yb, n_leapfrog=self.train_args.get("n_leapfrog", 10),
                                        anneal_factor=self.anneal_factor, window=(done, n_steps))
                 if record:

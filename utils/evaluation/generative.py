@@ -162,7 +162,7 @@ def mode_cond_samples(ev, out):
         return {"source": source, **report, "per_class_counts": [len(e) for e in each], "grids": n_grids,
                 "figures": ["samples_<i>.png"]}
     y = torch.arange(ev.arch["n_classes"]).repeat_interleave(k)
-    x = ev.sample(len(y), ev.args.n_sample_steps, y=y)
+    x = ev.sample(len(y), ev.args.n_sample_steps, y=y, joint=True)
     save_grid(x, os.path.join(out, "cond_samples.png"), nrow=k)
     return {"n_per_class": k, "n_sample_steps": ev.args.n_sample_steps, "figures": ["cond_samples.png"],
             "classifier_agrees": ev.class_agreement(x, y)}

@@ -1,8 +1,20 @@
 """The training objectives: contrastive divergence on marginal or joint energies, regularisers, cross-entropy."""
+import argparse
+
 import torch.nn as nn
 import torch.nn.functional as F
 
-OBJECTIVES = ("maebm", "jem", "m_ebm", "j_ebm", "gcl", "dcl")
+OBJECTIVES = ("maebm", "m_ebm", "j_ebm", "gcl", "dcl")
+# JEM is a recipe of maebm's objective, not an objective of its own; the one line that says which flags give it
+JEM_FLAGS = ("--objective maebm (JEM's logsumexp energy: no --uncond) --init u --n_steps 20 --sgld_lr 1 "
+             "--sgld_std 0.01 --l2_coeff 0 --optimizer adam --lr 1e-4 --warmup_iters 1000 --sigma 0.03")
+
+
+def objective_name(text):
+    """argparse type of --objective: the retired alias jem is refused with the flags that give JEM."""
+    if text == "jem":
+        raise argparse.ArgumentTypeError(f"jem is no objective of its own; JEM is {JEM_FLAGS}")
+    return text
 CONDITIONAL_OBJECTIVES = ("j_ebm", "gcl")  # chains are sampled given the data batch's labels
 
 
@@ -38,7 +50,7 @@ class JointLoss(nn.Module):
     p(y|x) cross-entropy. A module, so DistributedDataParallel wraps the whole step: one forward, one
     backward per iteration, while each term keeps its own forward (and BatchNorm batch) as upstream.
 
-    Generative terms: maebm / jem / m_ebm: marginal CD on E(x) = -f(x); j_ebm: joint CD on
+    Generative terms: maebm / m_ebm: marginal CD on E(x) = -f(x); j_ebm: joint CD on
     E(x, y) = -logits[y], chains sampled given the data labels; gcl: joint CD minus gamma x marginal CD on
     the same samples; dcl: none (plain cross-entropy)."""
 

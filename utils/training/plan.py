@@ -57,6 +57,9 @@ def make_plan(args, n_classes, world):
     if args.uncond and plan.class_blocked:
         flag = f"--objective {args.objective}" if plan.conditional_chains else "--class_cond_p_x_sample"
         raise UserError(f"{flag} needs class logits as energies; it cannot be used with --uncond")
+    if getattr(args, "plot_cond", False) and not (plan.classifying or plan.class_blocked):
+        raise UserError("--plot_cond: class-conditional grids need energies that know the class: train the classifier "
+                        "(--pyx > 0) or chains given classes (--objective j_ebm, --class_cond_p_x_sample)")
     if args.model == "wrn" and (args.depth - 4) % 6:
         raise UserError(f"--depth: Wide-ResNet depth must be 6n+4 (10, 16, 22, 28, ...), got {args.depth}")
     if args.px > 0 and plan.class_blocked and args.buffer_size % n_classes:

@@ -3,6 +3,7 @@ import os
 
 import torch
 
+from models.energy import class_conditional
 from utils.distributed import broadcast_object
 from utils.run_dir import save_grid
 from utils.sampling.buffer import uniform_start
@@ -78,13 +79,14 @@ def evaluate_epoch(parts, state, logger, epoch):
     if args.plot_uncond:
         save_grid(parts.buffer.samples[:100], os.path.join(args.save_dir, "samples", f"buffer_{epoch}.png"))
         logger.image("samples/buffer", parts.buffer.samples[:64], state.iteration)
-    if args.plot_cond and not args.uncond:
-        # the model as training's chains see it, its state (BatchNorm statistics, spectral-norm vectors) unchanged
+    if args.plot_cond:
+        # the model as training's chains see it, its state (BatchNorm statistics, spectral-norm vectors) unchanged;
+        # with a separate energy head the class enters through the classifier's log p(y|x)
         y = torch.arange(data.n_classes, device=device).repeat_interleave(10)
         x0 = parts.precision.layout(parts.start_fn(len(y), y))
         with frozen_model_state(model, train=parts.plan.generative), parts.precision.sampler_autocast():
-            x, _ = run_sampler(args.sampler, model, x0, args.n_steps * 10, args.sgld_lr, args.sgld_std, y=y,
-                               n_leapfrog=args.n_leapfrog, anneal_factor=args.anneal_factor)
+            x, _ = run_sampler(args.sampler, class_conditional(model), x0, args.n_steps * 10, args.sgld_lr,
+                               args.sgld_std, y=y, n_leapfrog=args.n_leapfrog, anneal_factor=args.anneal_factor)
         save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
         logger.image("samples/class_conditional", x, state.iteration)
 

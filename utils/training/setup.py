@@ -18,6 +18,7 @@ from utils.run_dir import RunLogger, prepare_run_dir
 from utils.sampling.buffer import ReplayBuffer
 from utils.training.sam import SharpnessAware, sada_jem_adaptive
 from utils.upstream import adopt_upstream_checkpoint
+from utils.wandb_mirror import WandbMirror
 
 ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond", "spectral_norm")
 
@@ -93,6 +94,8 @@ def open_run_dir(args, dist_info, on_main):
     if run_dir.get("archive"):
         logger.log(f"--overwrite: the previous run's files were moved to {run_dir['archive']}")
     on_main(lambda: logger.record_command(args), dist_info)
+    if args.wandb is not None and dist_info.is_main:
+        logger.mirror = WandbMirror(args.wandb, args.save_dir, vars(args))
     return run_dir.get("lock"), logger
 
 
