@@ -4,7 +4,7 @@ Every combination runs train_maebm.py into <save_dir>/<setting>; any flag not li
 unchanged. sweep.csv gets one row per setting as soon as it ends (status ok / diverged / failed, rollbacks,
 test accuracy of the final checkpoint, FID/KID of its replay buffer with --fid, minutes of training) and
 sweep.png summarises accuracy, FID and stability. --resume skips settings that already have a row. Example:
-  python sweep.py --n_steps 5 10 --sgld_lr 1 --lr 0.05 0.1 --spectral_norm off on --save_dir runs/sweep \\
+  python sweep.py --n_steps 5 10 --sgld_lr 1 --lr 0.05 0.1 --spectral_norm off on --save_dir experiment/sweep \\
       --dataset fashionmnist --model cnn --width 1 --n_epochs 2
 """
 import csv

@@ -4,7 +4,7 @@ matching (dsm, ssm), noise-contrastive estimation against the Gaussian fitted to
 
 Writes density.png (truth, learned density, samples), training.png, metrics.json (KL and total variation to
 the truth on a grid; log Z by quadrature and by AIS) and model.pt into --save_dir.
-Example: python toy_2d.py --dataset mixture --n_iters 2000 --save_dir runs/toy_mixture
+Example: python toy_2d.py --dataset mixture --n_iters 2000 --save_dir experiment/toy_mixture
 """
 import json
 import math

@@ -1,7 +1,7 @@
 """Train M-EBM (p(x)) and M-JEM (p(x) + p(y|x)) with SGLD chains started from a fitted Gaussian.
 
 Published recipes (scripts/maebm_cifar10.sh, scripts/majem_cifar10.sh) run unchanged.
-Example: python train_maebm.py --dataset fashionmnist --model cnn --width 1 --n_epochs 2 --save_dir runs/fm
+Example: python train_maebm.py --dataset fashionmnist --model cnn --width 1 --n_epochs 2 --save_dir experiment/fm
 """
 import os
 import signal

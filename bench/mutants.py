@@ -177,7 +177,7 @@ MUTANTS = [
     Mutant("quality_variant_flags_overridden_by_recipe", "bench/quality.py",
            (("RECIPES[words[0]][1] + words[1:])", "words[1:] + RECIPES[words[0]][1])"),),
            (M + "test_quality_variant_is_its_recipe_with_flags_that_override",)),
-    Mutant("docs_machine_path", "docs/quality/quickstart.md",
+    Mutant("docs_machine_path", "docs/quality/recipes.md",
            (("scored run quickstart_", "scored run /tmp/qs-check/experiment/quickstart_"),),
            (M + "test_no_committed_file_holds_a_path_of_the_machine_that_made_it",)),
     # issue 23: precision where it matters
