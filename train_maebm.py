@@ -4,37 +4,35 @@ Published recipes (scripts/maebm_cifar10.sh, scripts/majem_cifar10.sh) run uncha
 Example: python train_maebm.py --dataset fashionmnist --model cnn --width 1 --n_epochs 2 --save_dir experiment/fm
 """
 import os
-import signal
 import sys
 import time
 from types import SimpleNamespace
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from models import MODELS, NORMS
 from utils.checkpoint import CheckpointDir
 from utils.data import DATASETS, add_download_flag, dataset_info
 from utils.device import select_device, wants_cuda
-from utils.distributed import any_rank, init_distributed, max_parameter_difference, on_main, shutdown
+from utils.distributed import init_distributed, max_parameter_difference, on_main, shutdown
 from utils.errors import (ArgumentParser, UserError, decay_rate, factor, int_or_minus_one, nonneg_float, nonneg_int,
                           positive_float, positive_int, probability, run_cli)
 from utils.precision import cpu_has_amx, precision_policy
 from utils.progress import progress
-from utils.run_dir import read_metrics
 from utils.sampling.samplers import ANNEAL_FACTOR, SAMPLERS
 from utils.sampling.starts import make_start_fn, start_density
 from utils.thermo import ThermoRecorder
-from utils.training import OBJECTIVES, JointLoss, ResumableStream, lr_at
-from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, ChainFreeLoss, start_log_z
+from utils.training import OBJECTIVES, ResumableStream, lr_at
+from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, start_log_z
 from utils.training.guard import DivergenceGuard
 from utils.training.objectives import objective_name
 from utils.training.ema import WeightAverage
 from utils.training.plan import make_plan
-from utils.training.reporting import finish_iteration
-from utils.training.setup import (architecture, load_data, make_buffer, make_fid_scorer, make_model_and_optimizer,
-                                  open_run_dir, prepare_model, read_start_checkpoint)
+from utils.training.reporting import final_numbers, finish_iteration
+from utils.training.setup import (architecture, load_data, make_buffer, make_fid_scorer, make_loss,
+                                  make_model_and_optimizer, open_run_dir, prepare_model, read_start_checkpoint)
 from utils.training.state import TrainState
+from utils.training.stop import StopRequest
 from utils.training.step import train_step
 from utils.wandb_mirror import require_wandb
 
@@ -223,32 +221,6 @@ def build_parser():
     return p
 
 
-class StopRequest:
-    """Records SIGTERM/SIGINT, or a spent --max_minutes budget, so the loop can finish its iteration, checkpoint
-    and exit."""
-
-    def __init__(self, max_minutes=0.0):
-        self.signum = None
-        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes > 0 else None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def out_of_time(self):
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def requested(self, device, dist_info, sync_point):
-        """Whether to stop after this iteration. Under torchrun every rank must stop at the same one, which takes an
-        all-reduce and a host read: that happens only at `sync_point`s (iterations that log or checkpoint, where the
-        loop reads the device anyway), never on the others."""
-        wanted = self.signum is not None or self.out_of_time()
-        if not dist_info.enabled:
-            return wanted
-        return sync_point and bool(any_rank(torch.tensor(wanted, device=device), dist_info))
-
-
 def main(argv=None, parser=None):
     args = (parser or build_parser()).parse_args(argv)
     if args.resume == "auto":
@@ -358,29 +330,6 @@ def train(args, in_channels, image_size, image_shape, dist_info):
     logger.hparams(args, final_numbers(args.save_dir, state))
     logger.close()
     return 0
-
-
-def final_numbers(save_dir, state):
-    """The run's last logged loss and evaluation results, for TensorBoard's hparams view."""
-    final = {"iterations": state.iteration}
-    for row in read_metrics(os.path.join(save_dir, "metrics.jsonl")):
-        final.update({k: v for k, v in row.items() if k.startswith(("loss/", "test/", "valid/"))})
-    return final
-
-
-def make_loss(args, plan, model, device, dist_info, noise):
-    """The differentiable part of an iteration (`noise`: NCE's), wrapped in DistributedDataParallel under torchrun."""
-    if args.objective in CHAIN_FREE_OBJECTIVES:
-        loss = ChainFreeLoss(model, args.objective, args.px, args.pyx, args.dsm_sigmas or [args.dsm_sigma],
-                             args.ssm_projections, args.ssm_dist, noise, args.nce_ratio).to(device)
-    else:
-        loss = JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective, args.gamma, args.reg)
-    if not dist_info.enabled:
-        return loss
-    # Heads that this objective never uses get no gradient; DDP must be told to expect that.
-    unused = (args.uncond and not (plan.generative and plan.classifying)) or args.clf_only
-    return DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=unused)
 
 
 if __name__ == "__main__":

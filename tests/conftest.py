@@ -1,5 +1,6 @@
 """Small datasets written in torchvision's own on-disk layouts, and helpers to run the scripts."""
 import contextlib
+import gzip
 import importlib.util
 import io
 import os
@@ -42,6 +43,18 @@ def write_fashion_mnist(root, n_train=320, n_test=160, seed=0):
     for name, arr in zip(IDX_FILES, (xtr[:, 0], ytr, xte[:, 0], yte)):
         _write_idx(os.path.join(raw, name), arr)
     return root
+
+
+def write_debian_fashion_mnist(folder, n_train=30, n_test=10):
+    """A folder like Debian's dataset-fashion-mnist package: the four idx files gzipped."""
+    src = write_fashion_mnist(os.path.join(folder, "src"), n_train=n_train, n_test=n_test)
+    debian = os.path.join(folder, "debian")
+    os.makedirs(debian)
+    for name in IDX_FILES:
+        with open(os.path.join(src, "FashionMNIST", "raw", name), "rb") as fh, \
+                gzip.open(os.path.join(debian, name + ".gz"), "wb") as out:
+            out.write(fh.read())
+    return debian
 
 
 def write_cifar10(root, n_per_batch=40, seed=0):

@@ -1,4 +1,3 @@
-import gzip
 import os
 import pickle
 
@@ -7,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import write_cifar10, write_fashion_mnist
+from conftest import write_cifar10, write_debian_fashion_mnist, write_fashion_mnist
 from utils.data import (EpochSampler, IDX_FILES, dataset_labels, image_transform, labelled_subset, load_dataset,
                         prepare_fashion_mnist, split_train_valid)
 from utils.errors import UserError
@@ -28,13 +27,8 @@ def test_fashion_mnist_idx_layout_is_read_by_torchvision(tmp_path):
 
 
 def test_fashion_mnist_is_unpacked_from_a_debian_style_gz_folder(tmp_path):
-    src = write_fashion_mnist(str(tmp_path / "src"), n_train=30, n_test=10)
-    debian = tmp_path / "debian"
-    debian.mkdir()
-    for name in IDX_FILES:
-        with open(os.path.join(src, "FashionMNIST", "raw", name), "rb") as fh, gzip.open(debian / (name + ".gz"), "wb") as out:
-            out.write(fh.read())
-    prepare_fashion_mnist(str(tmp_path / "root"), source=str(debian))
+    debian = write_debian_fashion_mnist(str(tmp_path))
+    prepare_fashion_mnist(str(tmp_path / "root"), source=debian)
     ds = torchvision.datasets.FashionMNIST(str(tmp_path / "root"), train=True, download=False)
     assert len(ds) == 30
 

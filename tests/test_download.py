@@ -1,6 +1,5 @@
 """The data route: local files and offline packages first, torchvision's download only when none has the dataset,
 and one error line naming every route when nothing works. torchvision's download is patched (no network here)."""
-import gzip
 import os
 import re
 import shlex
@@ -9,7 +8,7 @@ import urllib.error
 import pytest
 import torchvision
 
-from conftest import ROOT, TINY, error_line, run_script, write_cifar10, write_fashion_mnist
+from conftest import ROOT, TINY, error_line, run_script, write_cifar10, write_debian_fashion_mnist, write_fashion_mnist
 from utils.data import IDX_FILES, load_dataset
 from utils.errors import UserError
 from utils.offline import OFFLINE_ENV
@@ -75,13 +74,7 @@ def test_quickstart_data_step_downloads_fashion_mnist_when_no_route_has_it(tmp_p
 
 
 def test_debian_package_is_used_before_any_download(tmp_path, downloads, monkeypatch):
-    src = write_fashion_mnist(str(tmp_path / "src"), n_train=30, n_test=10)
-    debian = tmp_path / "debian"
-    debian.mkdir()
-    for name in IDX_FILES:
-        with open(os.path.join(src, "FashionMNIST", "raw", name), "rb") as fh, gzip.open(debian / (name + ".gz"), "wb") as out:
-            out.write(fh.read())
-    monkeypatch.setattr("utils.data.DEBIAN_FASHION_MNIST", str(debian))
+    monkeypatch.setattr("utils.data.DEBIAN_FASHION_MNIST", write_debian_fashion_mnist(str(tmp_path)))
     assert len(load_dataset("fashionmnist", str(tmp_path / "data"), True, None)) == 30
     assert downloads == []
 

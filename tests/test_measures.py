@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Subset, TensorDataset
 
 import eval_maebm
-import train_maebm
+import utils.training.stop as stop_module
 from models import build_model
 from models.norms import ActNorm
 from utils import fid as fid_module
@@ -121,9 +121,9 @@ def test_actnorm_reads_its_flag_from_the_device_once(monkeypatch):
 
 def test_stop_request_is_read_across_ranks_only_at_sync_points(monkeypatch):
     reduces = []
-    monkeypatch.setattr(train_maebm, "any_rank", lambda flag, info: reduces.append(1) or flag)
-    monkeypatch.setattr(train_maebm.signal, "signal", lambda *a: None)
-    stop = train_maebm.StopRequest()
+    monkeypatch.setattr(stop_module, "any_rank", lambda flag, info: reduces.append(1) or flag)
+    monkeypatch.setattr(stop_module.signal, "signal", lambda *a: None)
+    stop = stop_module.StopRequest()
     ranks = DistInfo(rank=0, world=2)
     stop.signum = 15  # SIGTERM arrived
     assert [stop.requested("cpu", ranks, sync_point=False) for _ in range(10)] == [False] * 10 and not reduces

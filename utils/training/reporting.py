@@ -5,7 +5,7 @@ import torch
 
 from models.energy import class_conditional
 from utils.distributed import broadcast_object
-from utils.run_dir import save_grid
+from utils.run_dir import read_metrics, save_grid
 from utils.sampling.buffer import uniform_start
 from utils.sampling.diagnostics import chain_summary, long_run_chains, plot_chain_trace
 from utils.sampling.frozen import frozen_model_state
@@ -120,3 +120,11 @@ def finish_iteration(parts, state, logger, bar, result, iteration, epoch, lr, ep
         state.save(f"ckpt_{epoch}.pt")
     if ckpt_due:
         state.save()
+
+
+def final_numbers(save_dir, state):
+    """The run's last logged loss and evaluation results, for TensorBoard's hparams view."""
+    final = {"iterations": state.iteration}
+    for row in read_metrics(os.path.join(save_dir, "metrics.jsonl")):
+        final.update({k: v for k, v in row.items() if k.startswith(("loss/", "test/", "valid/"))})
+    return final

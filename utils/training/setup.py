@@ -4,6 +4,7 @@ import os
 from types import SimpleNamespace
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 
 from models import build_model
@@ -16,6 +17,8 @@ from utils.errors import UserError
 from utils.fid import FidScorer
 from utils.run_dir import RunLogger, prepare_run_dir
 from utils.sampling.buffer import ReplayBuffer
+from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, ChainFreeLoss
+from utils.training.objectives import JointLoss
 from utils.training.sam import SharpnessAware, sada_jem_adaptive
 from utils.upstream import adopt_upstream_checkpoint
 from utils.wandb_mirror import WandbMirror
@@ -147,3 +150,18 @@ def prepare_model(model, args, precision, data, device, fresh):
         with torch.no_grad():  # ActNorm initialises from its first batch: make that real data
             first = torch.stack([data.px.dataset[i][0] for i in range(min(64, len(data.px.dataset)))])
             model(precision.layout(first.to(device)))
+
+
+def make_loss(args, plan, model, device, dist_info, noise):
+    """The differentiable part of an iteration (`noise`: NCE's), wrapped in DistributedDataParallel under torchrun."""
+    if args.objective in CHAIN_FREE_OBJECTIVES:
+        loss = ChainFreeLoss(model, args.objective, args.px, args.pyx, args.dsm_sigmas or [args.dsm_sigma],
+                             args.ssm_projections, args.ssm_dist, noise, args.nce_ratio).to(device)
+    else:
+        loss = JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective, args.gamma, args.reg)
+    if not dist_info.enabled:
+        return loss
+    # Heads that this objective never uses get no gradient; DDP must be told to expect that.
+    unused = (args.uncond and not (plan.generative and plan.classifying)) or args.clf_only
+    return DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=unused)
