@@ -198,7 +198,7 @@ def test_launcher_passes_the_published_values(launcher, tmp_path):
     stub.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\"\n")
     stub.chmod(0o755)
     proc = run_script(f"scripts/{launcher}", env={"PYTHON": str(stub)}, check=True)
-    script, *argv = json.loads(proc.stdout)
+    script, *argv = json.loads(proc.stdout.strip().splitlines()[-1])  # the training command, after any Gaussian fit
     parser = train_maebm_celeba.build_parser() if script == "train_maebm_celeba.py" else train_maebm.build_parser()
     args = vars(parser.parse_args(argv))
     assert {k: args[k] for k in PUBLISHED[launcher]} == PUBLISHED[launcher]
