@@ -87,11 +87,11 @@ class RunLogger:
     """Text log, JSON-lines metrics and TensorBoard scalars of one run (rank 0 only); `mirror` (a WandbMirror) gets
     the same scalars, images and final numbers."""
 
-    def __init__(self, save_dir, enabled=True, tensorboard=True, mirror=None):
+    def __init__(self, save_dir, enabled=True, tensorboard=True):
         self.save_dir = save_dir
         self.enabled = enabled
         self.tensorboard = tensorboard
-        self.mirror = mirror
+        self.mirror = None  # set once the run directory holds the run (open_run_dir)
         self.writer = None  # created on the first metrics, so a run that fails early leaves no event file
 
     def record_command(self, args):
