@@ -6,32 +6,21 @@ Example: python train_maebm.py --dataset fashionmnist --model cnn --width 1 --n_
 import os
 import sys
 import time
-from types import SimpleNamespace
-
-import torch
 
 from models import MODELS, NORMS
-from utils.checkpoint import CheckpointDir
 from utils.data import DATASETS, add_download_flag, dataset_info
-from utils.device import select_device, wants_cuda
-from utils.distributed import init_distributed, max_parameter_difference, on_main, shutdown
+from utils.device import wants_cuda
+from utils.distributed import init_distributed, max_parameter_difference, shutdown
 from utils.errors import (ArgumentParser, UserError, decay_rate, factor, int_or_minus_one, nonneg_float, nonneg_int,
                           positive_float, positive_int, probability, run_cli)
-from utils.precision import cpu_has_amx, precision_policy
 from utils.progress import progress
 from utils.sampling.samplers import ANNEAL_FACTOR, SAMPLERS
-from utils.sampling.starts import make_start_fn, start_density
-from utils.thermo import ThermoRecorder
-from utils.training import OBJECTIVES, ResumableStream, lr_at
-from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, start_log_z
+from utils.training import OBJECTIVES, lr_at
+from utils.training.chain_free import CHAIN_FREE_OBJECTIVES
 from utils.training.guard import DivergenceGuard
 from utils.training.objectives import objective_name
-from utils.training.ema import WeightAverage
-from utils.training.plan import make_plan
 from utils.training.reporting import final_numbers, finish_iteration
-from utils.training.setup import (architecture, load_data, make_buffer, make_fid_scorer, make_loss,
-                                  make_model_and_optimizer, open_run_dir, prepare_model, read_start_checkpoint)
-from utils.training.state import TrainState
+from utils.training.setup import build_training
 from utils.training.stop import StopRequest
 from utils.training.step import train_step
 from utils.wandb_mirror import require_wandb
@@ -50,7 +39,9 @@ def build_parser():
                    help="training images held out for validation and best_valid_ckpt.pt (0: none)")
     g.add_argument("--labels_per_class", type=int_or_minus_one, default=-1,
                    help="labelled images per class for p(y|x) (-1 or 0: all)")
-    g.add_argument("--workers", type=int_or_minus_one, default=-1, help="data-loader workers (-1: 4 on CUDA, 0 on CPU)")
+    g.add_argument("--workers", type=int_or_minus_one, default=-1,
+                   help="data-loader workers of folder datasets (CelebA, ...) and of evaluation (-1: 4 on CUDA, 0 on "
+                        "CPU); in-memory datasets are batched and augmented on the training device")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr", type=positive_float, default=0.1, help="learning rate after warm-up, before decays")
@@ -203,7 +194,9 @@ def build_parser():
                    help="bf16 autocast for the chains' forward and input-gradient backward too (off: fp32 chains)")
     g.add_argument("--channels_last", default="off", choices=["auto", "on", "off"],
                    help="channels_last memory format (auto: on with CUDA and on CPUs with AMX)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the energy model")
+    g.add_argument("--compile", nargs="?", const="on", default="off", choices=["auto", "on", "off"],
+                   help="torch.compile the feature extractor of the model (and of --ema's average): chains, loss "
+                        "forwards and classify() (bare --compile: on; auto: on with CUDA; off: the default)")
     g.add_argument("--sync_bn", action="store_true",
                    help="under torchrun, SyncBatchNorm across processes (CUDA); otherwise each keeps its own statistics")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
@@ -246,54 +239,9 @@ def main(argv=None, parser=None):
 
 
 def train(args, in_channels, image_size, image_shape, dist_info):
-    device = select_device(args.device, args.gpu_id, dist_info.local_rank if dist_info.enabled else None)
-    precision = precision_policy(args.amp, args.amp_sampler, args.channels_last, device)
-    args.precision = precision.record()  # in args.json and checkpoints: evaluation samples as training did
-    torch.manual_seed(args.seed)
-    data = load_data(args, device, dist_info)
-    plan = make_plan(args, data.n_classes, dist_info.world)
-    start_fn = make_start_fn(args, image_shape, device, lambda: data.px.dataset)
-    noise = start_density(args, image_shape, device) if args.objective == "nce" else None
-    arch = architecture(args, in_channels, image_size, data.n_classes)
-    ckpt, ckpt_path, skipped = read_start_checkpoint(args, arch)
-    lock, logger = open_run_dir(args, dist_info, on_main)  # the run directory stays locked while train() runs
-    model, optim = make_model_and_optimizer(args, arch, device, dist_info)
-    if dist_info.enabled:
-        torch.manual_seed(args.seed + dist_info.rank)  # same initial weights, different chains per rank
-    buffer = make_buffer(args, plan, start_fn, device, dist_info)
-    prepare_model(model, args, precision, data, device, fresh=args.resume is None)
-    if noise is not None and args.resume is None and ckpt is None:
-        start_log_z(model, noise)
-    ema = WeightAverage(model, args.ema) if args.ema > 0 else None
-    # Upstream's epoch is one pass over the 128-image labelled loader whatever --pyx is (p(x) batches cycle
-    # beside it); only its label-free CelebA script iterates the p(x) loader.
-    iters_per_epoch = len(data.px if data.labelled is None else data.labelled)
-    total_iters = min(args.n_epochs * iters_per_epoch, args.max_iters or float("inf"))
-    px_stream, lab_stream = ResumableStream(data.px), ResumableStream(data.labelled)
-    thermo = ThermoRecorder(args.batch_size, device) if args.thermo else None
-    state = TrainState(args, arch, model, optim, buffer, px_stream, lab_stream, thermo,
-                       CheckpointDir(args.save_dir, args.keep_ckpts), dist_info, ema)
-    if args.resume is not None:
-        state.restore(ckpt, logger)
-        for err in skipped:
-            logger.log(f"skipped unreadable checkpoint: {err}")
-        logger.log(f"resumed from {ckpt_path} at iteration {state.iteration} (epoch {state.epoch})")
-    else:
-        if ckpt is not None:
-            state.start_from(ckpt, ckpt_path, logger)
-        state.save()  # a known-good state that a divergence can roll back to
+    parts, state, logger, _run_lock = build_training(args, in_channels, image_size, image_shape, dist_info)
+    total_iters, device = parts.total_iters, parts.device
     stop = StopRequest(args.max_minutes)
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.log(f"{args.dataset}: {data.n_train} train / {data.n_valid} valid / {data.n_test} test images; "
-               f"model {args.model} ({n_params / 1e6:.2f}M params) on {device}; {iters_per_epoch} iterations/epoch")
-    model.train()
-    parts = SimpleNamespace(args=args, plan=plan, model=model, optim=optim, buffer=buffer, start_fn=start_fn,
-                            px_stream=px_stream, lab_stream=lab_stream, thermo=thermo, precision=precision,
-                            ema=ema, device=device, data=data, dist=dist_info, image_shape=image_shape,
-                            loss=make_loss(args, plan, model, device, dist_info, noise),
-                            fid=make_fid_scorer(args, data, buffer, device, dist_info))
-    logger.log(f"precision: {precision.describe()}, torch.compile {'on' if args.compile else 'off'}"
-               + (" (CPU with AMX)" if device.type == "cpu" and cpu_has_amx() else ""))
     guard = DivergenceGuard(args, device, dist_info)
     # The bar is closed before an error propagates, so the error stays the last line on stderr.
     with progress(total=total_iters, initial=state.iteration, dynamic_ncols=True, desc="train") as bar:
@@ -304,7 +252,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
             want_trace = it % args.print_every == 0 or (not args.novis and it % args.plot_every == 0)
             result = train_step(parts, it, lr, want_trace, guard)
             bar.update(1)
-            epoch_end = state.advance(iters_per_epoch)
+            epoch_end = state.advance(parts.iters_per_epoch)
             scheduled_ckpt = epoch_end or state.iteration >= total_iters or \
                 bool(args.ckpt_every_iters and state.iteration % args.ckpt_every_iters == 0)
             stopping = stop.requested(device, dist_info, sync_point=scheduled_ckpt or it % args.print_every == 0)
@@ -325,7 +273,7 @@ def train(args, in_channels, image_size, image_shape, dist_info):
                 break
     if dist_info.enabled:
         logger.log(f"{dist_info.world} processes agree on the parameters: max |difference from rank 0| = "
-                   f"{max_parameter_difference(model, dist_info):.3g}")
+                   f"{max_parameter_difference(parts.model, dist_info):.3g}")
     logger.log(f"finished at iteration {state.iteration}; run directory {args.save_dir}")
     logger.hparams(args, final_numbers(args.save_dir, state))
     logger.close()

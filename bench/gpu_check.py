@@ -92,15 +92,16 @@ def cuda_tests(a):
 
 def timing(a):
     out = os.path.join(a.out, "train_step.json")
-    size = ["--nets", "cnn-1-1", "--iters", "2", "--warmup", "1", "--batch_size", "8",
-            "--pyx_batch_size", "8", "--sampler_batches", "8"] if a.smoke else []
-    rc, _ = run(["bench/train_step.py", "--device", a.device, "--out", out, *size], 150,
-                os.path.join(a.out, "train_step.log"))
+    size = ["--nets", "cnn-1-1", "--iters", "2", "--warmup", "1", "--batch_size", "8", "--pyx_batch_size", "8",
+            "--compile", "off", "--peak_size", "256"] if a.smoke else ["--iters", "20", "--warmup", "5"]
+    rc, _ = run(["bench/train_step.py", "--device", a.device, "--out", out, "--policies", "fp32", "bf16_loss",
+                 "bf16_all", *size], 300, os.path.join(a.out, "train_step.log"))
     if rc != 0:
         return {"status": f"failed ({rc})", "log": "train_step.log"}
     info = json.load(open(out))
-    return {f"{r['net']} {r['variant']}": {k: round(v, 3) for k, v in r.items() if k not in ("net", "variant")}
-            for r in info["rows"]}
+    name = lambda r: f"{r['net']} {r['policy']}{' compiled' if r['compile'] else ''}"
+    rows = {name(r): {k: round(v, 3) for k, v in r.items() if isinstance(v, float)} for r in info["rows"]}
+    return {"peak_gflops": {k: round(v) for k, v in info["peak_gflops"].items()}, **rows}
 
 
 def has_fashion_mnist(a):

@@ -32,6 +32,8 @@ M = "tests/test_measures.py::"
 P = "tests/test_precision.py::"
 E = "tests/test_ema.py::"
 C = "tests/test_chain_free.py::"
+D = "tests/test_device_data.py::"
+K = "tests/test_compile.py::"
 MUTANTS = [
     # the breaks first checked by hand (issue 14 and after), now kept here
     Mutant("hmc_accepts_every_proposal", "utils/sampling/samplers.py",
@@ -79,7 +81,7 @@ MUTANTS = [
            (("mmd = ((kaa.sum() - np.trace(kaa)) + (kbb.sum() - np.trace(kbb))) / (m * (m - 1))",
              "mmd = (kaa.sum() + kbb.sum()) / (m * (m - 1))"),),
            ("tests/test_metrics.py::test_kid_is_zero_within_its_spread_on_one_distribution_and_large_across_two",)),
-    Mutant("bench_counts_two_images", "bench/train_step.py", (("model(x[:1])", "model(x[:2])"),),
+    Mutant("bench_counts_two_images", "bench/train_step.py", (("model(torch.zeros(1, *shape", "model(torch.zeros(2, *shape"),),
            ("tests/test_bench.py::test_bench_cpu_smoke",)),
     Mutant("temp_file_left_after_a_failed_write", "utils/checkpoint.py",
            (("        if tmp is not None and os.path.exists(tmp):\n            os.unlink(tmp)\n        if isinstance",
@@ -111,17 +113,15 @@ MUTANTS = [
            (("        def upstream(xb):\n            for _ in range(self.args.n_steps):",
              "        def upstream(xb):\n            self.model.train()\n            for _ in range(self.args.n_steps):"),),
            ("tests/test_upstream.py::test_test_clf_refinement_leaves_batchnorm_statistics_alone",)),
-    Mutant("px_only_epoch_over_the_px_loader", "train_maebm.py",
-           (("iters_per_epoch = len(data.px if data.labelled is None else data.labelled)",
-             "iters_per_epoch = len(data.px)"),),
+    Mutant("px_only_epoch_over_the_px_loader", "utils/training/setup.py",
+           (("iters_per_epoch = len(data.labelled) or len(data.px)", "iters_per_epoch = len(data.px)"),),
            ("tests/test_upstream.py::test_epoch_length_and_lr_schedule_are_upstreams",)),
     Mutant("upstream_keys_not_renamed", "utils/upstream.py",
            ((".replace('shortcut.0.', 'shortcut.')", ""),),
            ("tests/test_upstream.py::test_upstream_weights_give_the_same_outputs",)),
-    Mutant("run_directory_made_before_the_flags_are_checked", "train_maebm.py",
+    Mutant("run_directory_made_before_the_flags_are_checked", "utils/training/setup.py",
            (("    plan = make_plan(args, data.n_classes, dist_info.world)\n", ""),
-            ("    lock, logger = open_run_dir(args, dist_info, on_main)  # the run directory stays locked while train() "
-             "runs\n",
+            ("    lock, logger = open_run_dir(args, dist_info, on_main)\n",
              "    lock, logger = open_run_dir(args, dist_info, on_main)\n"
              "    plan = make_plan(args, data.n_classes, dist_info.world)\n")),
            ("tests/test_cli_errors.py::test_bad_input",)),
@@ -197,7 +197,8 @@ MUTANTS = [
              "            x0, idx = buffer.draw(args.batch_size, parts.start_fn, args.reinit_freq, y_q)"),),
            (P + "test_fresh_starts_are_fp32_and_equal_the_fp32_draw",)),
     Mutant("chains_in_the_loss_precision", "utils/training/step.py",
-           (("    with precision.sampler_autocast():", "    with precision.loss_autocast():"),),
+           (("    with precision.sampler_autocast(), weights_frozen(model):",
+             "    with precision.loss_autocast(), weights_frozen(model):"),),
            (P + "test_chains_in_fp32_equal_the_fp32_paths_chains",)),
     Mutant("eval_ignores_the_runs_precision", "utils/evaluation/context.py",
            (("recorded_policy(self.train_args, device,", "recorded_policy({}, device,"),),
@@ -281,6 +282,43 @@ MUTANTS = [
     Mutant("wandb_gets_no_scalars", "utils/run_dir.py",
            (("            self.mirror.scalars(step, values)", "            pass"),),
            ("tests/test_wandb.py::test_offline_wandb_run_holds_the_logged_metrics_images_and_flags",)),
+    # issue 32: data on the device, the whole step compiled, no host sync
+    Mutant("device_images_not_normalised", "utils/augment.py",
+           (("    return (images.float().div(255) - 0.5) / 0.5", "    return images.float().div(255)"),),
+           (D + "test_uint8_tensors_are_what_totensor_gives",)),
+    Mutant("device_crop_never_reaches_the_last_offset", "utils/augment.py",
+           (("    top = torch.randint(0, 2 * pad + 1, (n,), device=x.device)",
+             "    top = torch.randint(0, 2 * pad, (n,), device=x.device)"),),
+           (D + "test_random_crop_flip_has_torchvisions_distribution",)),
+    Mutant("device_flips_rare", "utils/augment.py",
+           (("torch.rand(n, device=x.device) < 0.5 if flip", "torch.rand(n, device=x.device) < 0.3 if flip"),),
+           (D + "test_random_crop_flip_has_torchvisions_distribution",)),
+    Mutant("device_stream_resumes_in_epoch_0", "utils/training/streams.py",
+           (("        self.epoch, self.batch, self._order = epoch, batch, None",
+             "        self.epoch, self.batch, self._order = 0, batch, None"),),
+           (D + "test_device_stream_gives_the_dataloader_streams_batches_and_resumes",)),
+    Mutant("gm_class_reads_the_labels_on_the_host", "utils/gaussian.py",
+           (("        v = self.mean[y]\n", "        v = self.mean[y.tolist()]\n"),),
+           (D + "test_per_class_draws_read_nothing_back_to_the_host",)),
+    Mutant("mixture_rows_in_class_order", "utils/gaussian.py",
+           (("        return v[torch.randperm(classes * per, device=self.mean.device, generator=generator)[:n]]",
+             "        return v[:n]"),),
+           (D + "test_each_row_of_a_mixture_draw_has_a_uniform_class",)),
+    Mutant("chains_compute_weight_gradients", "utils/training/step.py",
+           (("    with precision.sampler_autocast(), weights_frozen(model):", "    with precision.sampler_autocast():"),),
+           (K + "test_chains_run_with_frozen_weights_and_training_gets_its_gradients",
+            K + "test_no_recompilation_after_warm_up_over_epochs_with_checkpoints_evaluation_and_lr_changes")),
+    Mutant("average_compiled_before_it_is_copied", "utils/training/setup.py",
+           (("    ema = WeightAverage(model, args.ema) if args.ema > 0 else None\n    if args.compiled:",
+             "    if args.compiled:\n        compile_backbone(model)\n"
+             "    ema = WeightAverage(model, args.ema) if args.ema > 0 else None\n    if False:"),),
+           (K + "test_the_compiled_average_computes_with_its_own_weights",)),
+    Mutant("top_level_call_compiled", "models/energy.py",
+           (("    model.f.compile(backend=COMPILE_BACKEND)", "    model.compile(backend=COMPILE_BACKEND)"),),
+           (K + "test_compiled_energies_stay_fp32_under_bf16_autocast",)),
+    Mutant("cudnn_autotuner_never_on", "utils/device.py",
+           (('    on = torch.device(device).type == "cuda"', "    on = False"),),
+           ("tests/test_flags.py::test_cudnn_autotuner_on_cuda_only_and_recorded",)),
 ]
 
 

@@ -1,4 +1,6 @@
 """Energy heads on a feature extractor: JEM's logsumexp energy or a separate scalar head (--uncond)."""
+import contextlib
+
 import torch
 import torch.nn as nn
 
@@ -46,3 +48,29 @@ def class_conditional(model):
             return f, logits
         return f + logits.log_softmax(1).gather(1, y[:, None]).squeeze(1), logits
     return joint
+
+
+# inductor generates C++/Triton kernels; tests that count (re)compilations swap in "aot_eager", which traces the same
+# graphs (AOTAutograd's forward and backward) without generating code
+COMPILE_BACKEND = "inductor"
+
+
+def compile_backbone(model):
+    """torch.compile the feature extractor that every energy, class logit and SGLD gradient goes through (forward()
+    and classify() alike); the fp32 heads stay eager, outside autocast, so the fp32-head policy holds compiled too."""
+    model.f.compile(backend=COMPILE_BACKEND)
+    return model
+
+
+@contextlib.contextmanager
+def weights_frozen(model):
+    """Parameters need no gradient inside: the chains take input gradients only, and a compiled backward (traced
+    for every input that requires grad) then has no weight-gradient work to throw away."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)

@@ -162,3 +162,12 @@ def test_toy_rings_learns(tmp_path):
     # 300 iterations (the README's 3,000-iteration run reaches 0.37 from 0.73)
     assert final["tv"] < rows[0]["tv"] - 0.04 and final["kl_true_learned"] < rows[0]["kl_true_learned"]
     assert os.path.isfile(os.path.join(run, "density.png"))
+
+
+def test_cudnn_autotuner_on_cuda_only_and_recorded(trained, monkeypatch):
+    from utils.device import use_cudnn_autotuner
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert use_cudnn_autotuner("cpu") is False and torch.backends.cudnn.benchmark is False
+    assert use_cudnn_autotuner("cuda") is True and torch.backends.cudnn.benchmark is True  # fixed shapes on CUDA
+    recorded = json.load(open(os.path.join(os.path.dirname(trained), "args.json")))
+    assert recorded["cudnn_benchmark"] is False and recorded["compiled"] is False

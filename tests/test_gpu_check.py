@@ -16,7 +16,8 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
                            "4 SIGKILL and resume"] and all(p["status"] == "ok" for p in parts.values())
     assert "passed" in parts["1 cuda tests"]["pytest"]
     timed = parts["2 published M-JEM iteration timed"]
-    assert timed["cnn-1-1 fp32_eager"]["ms_per_iter"] > 0 and timed["cnn-1-1 bf16_loss"]["ms_per_iter"] > 0
+    assert timed["cnn-1-1 fp32"]["ms_per_iter"] > 0 and timed["cnn-1-1 bf16_all"]["floor_multiple"] > 0
+    assert set(timed["peak_gflops"]) == {"gemm_fp32", "gemm_bf16", "conv_fp32", "conv_bf16"}
     compare = parts["3 fp32 against the fast path"]
     assert "verdict" in compare and compare["fp32"]["test_acc"] is not None
     for name in ("fp32", "fast"):

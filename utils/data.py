@@ -180,12 +180,19 @@ def load_dataset(name, root, train, transform, download="auto"):
         raise _not_found(name, root, routes, _download_failure(e)) from None
 
 
+def augmentation(name):
+    """(reflect padding of the random crop, whether to flip) of the labelled training stream of dataset `name`."""
+    _, size, flip = dataset_info(name)
+    return size // 8, flip
+
+
 def image_transform(name, train_augment):
     """To [-1,1]; the labelled training stream adds random crops and, where sensible, flips."""
-    ch, size, flip = dataset_info(name)
+    ch, size, _ = dataset_info(name)
+    pad, flip = augmentation(name)
     steps = [T.Resize(size), T.CenterCrop(size)] if name in IMAGE_FOLDERS else []
     if train_augment:
-        steps.append(T.RandomCrop(size, padding=size // 8, padding_mode="reflect"))
+        steps.append(T.RandomCrop(size, padding=pad, padding_mode="reflect"))
         if flip:
             steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize((0.5,) * ch, (0.5,) * ch)]
@@ -217,6 +224,28 @@ def labelled_subset(indices, labels, labels_per_class, seed):
     return torch.cat(keep)
 
 
+def epoch_order(n, seed, epoch, rank=0, world=1):
+    """This rank's share of epoch `epoch`'s permutation of range(n), from (seed, epoch) alone; the world's shares
+    are equal and disjoint."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    return torch.randperm(n, generator=g)[rank::world][:n // world]
+
+
+def images_as_uint8(ds):
+    """(uint8 N x C x H x W images, labels) of an in-memory torchvision dataset (MNIST, Fashion-MNIST, CIFAR,
+    SVHN), in the layout its ToTensor() gives; None for datasets read file by file (ImageFolder)."""
+    data = getattr(ds, "data", None)
+    if isinstance(ds, torchvision.datasets.MNIST):  # Fashion-MNIST subclasses it
+        images = data[:, None]
+    elif isinstance(ds, torchvision.datasets.CIFAR10):  # CIFAR-100 subclasses it
+        images = torch.from_numpy(data).permute(0, 3, 1, 2)
+    elif isinstance(ds, torchvision.datasets.SVHN):
+        images = torch.from_numpy(data)
+    else:
+        return None
+    return images.contiguous(), dataset_labels(ds)
+
+
 class EpochSampler(torch.utils.data.Sampler):
     """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order.
 
@@ -232,9 +261,7 @@ class EpochSampler(torch.utils.data.Sampler):
         self.epoch, self.start = epoch, start
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        mine = torch.randperm(self.n, generator=g)[self.rank::self.world][:self.per_rank]
-        return iter(mine[self.start:].tolist())
+        return iter(epoch_order(self.n, self.seed, self.epoch, self.rank, self.world)[self.start:].tolist())
 
     def __len__(self):
         return self.per_rank - self.start

@@ -18,3 +18,12 @@ def select_device(device_flag, gpu_id="", local_rank=None):
     if local_rank is not None:
         return torch.device(f"cuda:{local_rank}")
     return torch.device(f"cuda:{int(gpu_id.split(',')[0] or 0)}")
+
+
+def use_cudnn_autotuner(device):
+    """cuDNN's autotuner on CUDA, where every iteration has the same shapes (chosen once, then reused); returns
+    whether it is on, for args.json."""
+    on = torch.device(device).type == "cuda"
+    if on:
+        torch.backends.cudnn.benchmark = True
+    return on

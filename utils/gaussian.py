@@ -96,13 +96,13 @@ class GaussianStart:
         self.scale_tril = scale_tril.to(device=device, dtype=torch.float32)
 
     def draw(self, n, y=None, generator=None):
-        """n unclamped flat vectors at the fit size; per-class Gaussians use class y (or a uniformly drawn class
-        when y is None)."""
+        """n unclamped flat vectors at the fit size; per-class Gaussians use class y (or, when y is None, the
+        equal-weight mixture of the classes). Fixed shapes throughout: no host sync, whatever y holds."""
+        if self.per_class and y is None:
+            return self._mixture(n, generator)
         eps = torch.randn(n, self.mean.shape[-1], device=self.mean.device, generator=generator)
         if self.per_class:
-            if y is None:
-                y = torch.randint(0, len(self.mean), (n,), device=self.mean.device, generator=generator)
-            return self._per_class(eps, y)
+            return self._given_classes(eps, y.to(self.mean.device))
         return self.mean + eps @ self.scale_tril.T  # one GEMM: a batched matmul would copy L once per chain
 
     def sample(self, n, y=None, generator=None):
@@ -113,14 +113,22 @@ class GaussianStart:
             x = F.interpolate(x, size=self.image_shape[-2:], mode="nearest")
         return x
 
-    def _per_class(self, eps, y):
-        """mean[y] + scale_tril[y] @ eps, one matmul per class on that class's rows: gathering a d x d factor per
-        chain would take n x d x d memory (24 GB for a 10,000-chain Fashion-MNIST buffer)."""
-        order = torch.argsort(y)
-        counts = torch.bincount(y, minlength=len(self.mean)).tolist()  # one host sync per draw, outside the sampler
-        rows = [e @ self.scale_tril[c].T for c, e in enumerate(eps[order].split(counts))]
-        v = torch.empty_like(eps)
-        v[order] = torch.cat(rows) + self.mean[y[order]]
+    def _mixture(self, n, generator):
+        """n draws of the equal-weight mixture: ceil(n / classes) from each class in one batched matmul, n of them
+        taken in random order, so that each row's class is uniform (and the classes as balanced as n allows)."""
+        classes, d = self.mean.shape
+        per = -(-n // classes)
+        eps = torch.randn(classes, per, d, device=self.mean.device, generator=generator)
+        v = torch.baddbmm(self.mean[:, None, :], eps, self.scale_tril.transpose(1, 2)).view(classes * per, d)
+        return v[torch.randperm(classes * per, device=self.mean.device, generator=generator)[:n]]
+
+    def _given_classes(self, eps, y):
+        """mean[y] + scale_tril[y] @ eps: each class's factor applied to every row, each row keeping its own class's.
+        classes x the work of one GEMM, but fixed shapes; gathering a d x d factor per chain would take n x d x d
+        memory (24 GB for a 10,000-chain Fashion-MNIST buffer), splitting rows by class a host sync per draw."""
+        v = self.mean[y]
+        for c in range(len(self.mean)):
+            v = torch.where((y == c)[:, None], v + eps @ self.scale_tril[c].T, v)
         return v
 
 

@@ -63,6 +63,11 @@ def precision_policy(amp, amp_sampler, channels_last, device):
     return PrecisionPolicy(device.type, switch(amp), amp_sampler == "on", switch(channels_last))
 
 
+def compile_wanted(flag, device):
+    """--compile on / off, or auto: on with CUDA."""
+    return flag == "on" or (flag == "auto" and torch.device(device).type == "cuda")
+
+
 def recorded_policy(train_args, device, sampler_override=None):
     """The policy a checkpoint's run trained with, its sampler part replaced by `sampler_override` ("fp32" / "bf16")
     when given. Runs from before the policy was recorded ran everything under --amp on in bf16, else fp32."""

@@ -1,6 +1,7 @@
 """Everything train() builds before its loop: device, data, model, optimizer, buffer, starting
-checkpoint and run directory. Each function is one decision, shared with the benchmarks."""
+checkpoint and run directory (build_training). Each function is one decision, shared with the benchmarks."""
 import os
+import shutil
 from types import SimpleNamespace
 
 import torch
@@ -8,18 +9,27 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 
 from models import build_model
+from models.energy import compile_backbone
 from models.norms import ActNorm
 from utils.checkpoint import CheckpointDir, load_checkpoint
-from utils.data import (DATASETS, UNLABELLED, dataset_labels, image_transform, labelled_subset, load_dataset,
-                        make_loader, split_train_valid)
+from utils.device import select_device, use_cudnn_autotuner
+from utils.data import (DATASETS, UNLABELLED, augmentation, dataset_labels, image_transform, images_as_uint8,
+                        labelled_subset, load_dataset, make_loader, split_train_valid)
 from utils.distributed import on_main
 from utils.errors import UserError
 from utils.fid import FidScorer
+from utils.precision import compile_wanted, cpu_has_amx, precision_policy
 from utils.run_dir import RunLogger, prepare_run_dir
 from utils.sampling.buffer import ReplayBuffer
-from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, ChainFreeLoss
+from utils.sampling.starts import make_start_fn, start_density
+from utils.thermo import ThermoRecorder
+from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, ChainFreeLoss, start_log_z
+from utils.training.ema import WeightAverage
 from utils.training.objectives import JointLoss
+from utils.training.plan import make_plan
 from utils.training.sam import SharpnessAware, sada_jem_adaptive
+from utils.training.streams import DeviceStream, ResumableStream
+from utils.training.state import TrainState
 from utils.upstream import adopt_upstream_checkpoint
 from utils.wandb_mirror import WandbMirror
 
@@ -27,8 +37,8 @@ ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond", "spectral_n
 
 
 def load_data(args, device, dist_info):
-    """Train (un-augmented for p(x), augmented for p(y|x)), validation and test loaders; a dataset without labels
-    (CelebA) has p(x) batches only."""
+    """Train streams (un-augmented for p(x), augmented for p(y|x); a dataset without labels, CelebA, has p(x) batches
+    only), validation and test loaders. In-memory datasets live on `device` as uint8 and are batched there."""
     unlabelled = args.dataset in UNLABELLED
     if unlabelled and (args.pyx > 0 or args.objective != "maebm" or args.n_valid):
         raise UserError(f"--dataset {args.dataset} has no labels: train it on p(x) alone (--pyx 0, --objective maebm, "
@@ -38,7 +48,6 @@ def load_data(args, device, dist_info):
     if dist_info.enabled:  # rank 0 fetches a missing dataset alone; the others then read its files
         on_main(lambda: (load(True, False), unlabelled or load(False, False)), dist_info)
     train_plain = load(True, False)
-    train_aug = None if unlabelled else load(True, True)
     test_set = None if unlabelled else load(False, False)
     labels = dataset_labels(train_plain)
     n_classes = DATASETS[args.dataset][2] or int(labels.max()) + 1
@@ -50,11 +59,21 @@ def load_data(args, device, dist_info):
     workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     eval_loader = lambda ds: make_loader(ds, 256, args.seed, workers, shuffle=False, drop_last=False)
     shard = dict(rank=dist_info.rank, world=dist_info.world)
+    in_memory = images_as_uint8(train_plain)
+    if in_memory is not None:
+        images, all_labels = (t.to(device) for t in in_memory)
+        pad, flip = augmentation(args.dataset)
+        stream = lambda idx, bs, seed, augment: DeviceStream(
+            images, all_labels, idx, bs, seed, Subset(train_plain, idx.tolist()), *((pad, flip) if augment else ()),
+            **shard)
+    else:
+        train_aug = None if unlabelled else load(True, True)
+        stream = lambda idx, bs, seed, augment: ResumableStream(make_loader(
+            Subset(train_aug if augment else train_plain, idx.tolist()), bs, seed, workers, **shard))
     return SimpleNamespace(
         n_classes=n_classes, n_train=len(train_idx), n_valid=len(valid_idx), n_test=len(test_set or ()),
-        px=make_loader(Subset(train_plain, train_idx.tolist()), args.batch_size, args.seed, workers, **shard),
-        labelled=None if unlabelled else make_loader(Subset(train_aug, labelled_idx.tolist()), args.pyx_batch_size,
-                                                     args.seed + 1, workers, **shard),
+        px=stream(train_idx, args.batch_size, args.seed, False),
+        labelled=ResumableStream(None) if unlabelled else stream(labelled_idx, args.pyx_batch_size, args.seed + 1, True),
         valid=eval_loader(Subset(train_plain, valid_idx.tolist())) if args.n_valid else None,
         test=None if unlabelled else eval_loader(test_set))
 
@@ -140,12 +159,10 @@ def make_fid_scorer(args, data, buffer, device, dist_info):
     return FidScorer(data.px.dataset, cache_dir, args.dataset, device, n_ref=args.fid_ref_n, seed=args.seed)
 
 
-def prepare_model(model, args, precision, data, device, fresh):
-    """The precision policy's layout, compilation; a fresh run's ActNorm layers initialised from real data."""
+def prepare_model(model, precision, data, device, fresh):
+    """The precision policy's layout; a fresh run's ActNorm layers initialised from real data."""
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
-    if args.compile:
-        model.compile()
     if fresh and any(isinstance(m, ActNorm) for m in model.modules()):
         with torch.no_grad():  # ActNorm initialises from its first batch: make that real data
             first = torch.stack([data.px.dataset[i][0] for i in range(min(64, len(data.px.dataset)))])
@@ -165,3 +182,78 @@ def make_loss(args, plan, model, device, dist_info, noise):
     unused = (args.uncond and not (plan.generative and plan.classifying)) or args.clf_only
     return DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=unused)
+
+
+def require_cpp_compiler():
+    """inductor builds its CPU kernels with a C++ compiler: refuse --compile before the run starts if there is none."""
+    names = [os.environ.get("CXX"), "g++", "clang++", "c++"]
+    if not any(name and shutil.which(name) for name in names):
+        raise UserError("--compile on the CPU: torch.compile's inductor needs a C++ compiler and none was found "
+                        "(g++, clang++ or $CXX); install one (e.g. apt-get install g++) or train without --compile")
+
+
+def start_state(state, ckpt, ckpt_path, skipped, logger):
+    """--resume: continue exactly where the checkpoint stopped; otherwise --load_path's weights (if any) and a first
+    checkpoint, the known-good state that a divergence can roll back to."""
+    if state.args.resume is not None:
+        state.restore(ckpt, logger)
+        for err in skipped:
+            logger.log(f"skipped unreadable checkpoint: {err}")
+        logger.log(f"resumed from {ckpt_path} at iteration {state.iteration} (epoch {state.epoch})")
+        return
+    if ckpt is not None:
+        state.start_from(ckpt, ckpt_path, logger)
+    state.save()
+
+
+def build_training(args, in_channels, image_size, image_shape, dist_info):
+    """(the parts every iteration uses, the TrainState at its start, the logger, the run directory's lock, which the
+    caller holds while it trains)."""
+    device = select_device(args.device, args.gpu_id, dist_info.local_rank if dist_info.enabled else None)
+    precision = precision_policy(args.amp, args.amp_sampler, args.channels_last, device)
+    args.precision = precision.record()  # in args.json and checkpoints: evaluation samples as training did
+    args.cudnn_benchmark = use_cudnn_autotuner(device)
+    args.compiled = compile_wanted(args.compile, device)
+    if args.compiled and device.type == "cpu":
+        require_cpp_compiler()
+    torch.manual_seed(args.seed)
+    data = load_data(args, device, dist_info)
+    plan = make_plan(args, data.n_classes, dist_info.world)
+    start_fn = make_start_fn(args, image_shape, device, lambda: data.px.dataset)
+    noise = start_density(args, image_shape, device) if args.objective == "nce" else None
+    arch = architecture(args, in_channels, image_size, data.n_classes)
+    ckpt, ckpt_path, skipped = read_start_checkpoint(args, arch)
+    lock, logger = open_run_dir(args, dist_info, on_main)
+    model, optim = make_model_and_optimizer(args, arch, device, dist_info)
+    if dist_info.enabled:
+        torch.manual_seed(args.seed + dist_info.rank)  # same initial weights, different chains per rank
+    buffer = make_buffer(args, plan, start_fn, device, dist_info)
+    prepare_model(model, precision, data, device, fresh=args.resume is None)
+    if noise is not None and args.resume is None and ckpt is None:
+        start_log_z(model, noise)
+    ema = WeightAverage(model, args.ema) if args.ema > 0 else None
+    if args.compiled:  # after the average is copied: a deep copy of a compiled module is not compiled
+        for net in (model, ema.model) if ema is not None else (model,):
+            compile_backbone(net)
+    thermo = ThermoRecorder(args.batch_size, device) if args.thermo else None
+    state = TrainState(args, arch, model, optim, buffer, data.px, data.labelled, thermo,
+                       CheckpointDir(args.save_dir, args.keep_ckpts), dist_info, ema)
+    start_state(state, ckpt, ckpt_path, skipped, logger)
+    # Upstream's epoch is one pass over the 128-image labelled loader whatever --pyx is (p(x) batches cycle
+    # beside it); only its label-free CelebA script iterates the p(x) loader.
+    iters_per_epoch = len(data.labelled) or len(data.px)
+    parts = SimpleNamespace(args=args, plan=plan, model=model, optim=optim, buffer=buffer, start_fn=start_fn,
+                            px_stream=data.px, lab_stream=data.labelled, thermo=thermo, precision=precision,
+                            ema=ema, device=device, data=data, dist=dist_info, image_shape=image_shape,
+                            iters_per_epoch=iters_per_epoch,
+                            total_iters=min(args.n_epochs * iters_per_epoch, args.max_iters or float("inf")),
+                            loss=make_loss(args, plan, model, device, dist_info, noise),
+                            fid=make_fid_scorer(args, data, buffer, device, dist_info))
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.log(f"{args.dataset}: {data.n_train} train / {data.n_valid} valid / {data.n_test} test images; "
+               f"model {args.model} ({n_params / 1e6:.2f}M params) on {device}; {iters_per_epoch} iterations/epoch")
+    logger.log(f"precision: {precision.describe()}, torch.compile {'on' if args.compiled else 'off'}"
+               + (", cuDNN autotuner on" if args.cudnn_benchmark else "")
+               + (" (CPU with AMX)" if device.type == "cpu" and cpu_has_amx() else ""))
+    model.train()
+    return parts, state, logger, lock

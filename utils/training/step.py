@@ -1,8 +1,11 @@
-"""One training iteration: draw the batches, run the chains, take the loss and one optimizer step."""
+"""One training iteration: draw the batches, run the chains, take the loss and one optimizer step (each part a
+named torch.profiler range, for bench/train_step.py --loop)."""
 from dataclasses import dataclass, field
 
 import torch
+from torch.profiler import record_function
 
+from models.energy import weights_frozen
 from utils.sampling.samplers import run_sampler
 from utils.thermo import energies as thermo_energies
 from utils.training.sam import SharpnessAware, running_statistics_frozen
@@ -30,7 +33,7 @@ def draw_chains(parts, y_q, want_trace):
     if not parts.plan.generative or args.ema_chains:
         model.eval()
     trace = [] if want_trace else None
-    with precision.sampler_autocast():
+    with precision.sampler_autocast(), weights_frozen(model):
         x_q, info = run_sampler(args.sampler, model, precision.layout(x0), args.n_steps, args.sgld_lr, args.sgld_std,
                                 y=y_q, n_leapfrog=args.n_leapfrog, trace=trace, anneal_factor=args.anneal_factor)
     parts.model.train()
@@ -46,25 +49,29 @@ def train_step(parts, iteration, lr, want_trace, guard):
         group["lr"] = lr
     x_p = y_p = x_l = y_l = x_q = y_q = trace = None
     if plan.generative:
-        x_p, y_p = (t.to(device, non_blocking=True) for t in parts.px_stream.next())
+        with record_function("step/data"):
+            x_p, y_p = (t.to(device, non_blocking=True) for t in parts.px_stream.next())
         if args.sigma > 0:
             x_p = x_p + args.sigma * torch.randn_like(x_p)
     if plan.sampling:
-        y_q = plan.chain_labels(y_p, args.batch_size, device)
-        x_q, sampler_info, trace = draw_chains(parts, y_q, want_trace)
+        with record_function("step/chains"):
+            y_q = plan.chain_labels(y_p, args.batch_size, device)
+            x_q, sampler_info, trace = draw_chains(parts, y_q, want_trace)
         guard.flag(~torch.isfinite(x_q).all())
     if plan.classifying:
-        x_l, y_l = (t.to(device, non_blocking=True) for t in parts.lab_stream.next())
+        with record_function("step/data"):
+            x_l, y_l = (t.to(device, non_blocking=True) for t in parts.lab_stream.next())
     layout = parts.precision.layout
 
     def forward():
-        with parts.precision.loss_autocast():
+        with record_function("step/loss_forward"), parts.precision.loss_autocast():
             return parts.loss(layout(x_p), x_q, layout(x_l), y_l, y_data=y_p, y_samples=y_q)
 
     def backward(loss):
-        loss.backward()
-        if args.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+        with record_function("step/backward"):
+            loss.backward()
+            if args.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
 
     loss, logs = forward()
     logs.update({f"sampler/{k}": v for k, v in sampler_info.items()} if plan.sampling else {})
@@ -79,9 +86,11 @@ def train_step(parts, iteration, lr, want_trace, guard):
             backward(forward()[0])
         parts.optim.second_step()
     else:
-        parts.optim.step()
+        with record_function("step/optimizer"):
+            parts.optim.step()
     if parts.ema is not None:
-        parts.ema.update(model)
+        with record_function("step/optimizer"):
+            parts.ema.update(model)
     if parts.thermo is not None:
         parts.thermo.record(iteration, e_before, thermo_energies(model, x_q, y_thermo)[0])
     return StepResult(loss, logs, x_q, y_q, trace)
