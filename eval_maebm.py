@@ -16,8 +16,8 @@ from utils.device import select_device
 from utils.errors import (ArgumentParser, UserError, factor, nonneg_float, nonneg_int, positive_float, positive_int,
                           probability, run_cli)
 from utils.evaluation import MODES
-from utils.evaluation.context import (UPSTREAM_SETS, Evaluation, checkpoint_model, chosen_weights, eval_split,
-                                      load_model)
+from utils.evaluation.context import (UPSTREAM_SETS, Evaluation, chain_weights, checkpoint_model, chosen_weights,
+                                      eval_split, load_model)
 from utils.fid import PRECISIONS
 from utils.run_dir import RunLock, RunLogger
 from utils.sampling.samplers import SAMPLERS
@@ -37,7 +37,8 @@ def build_parser():
                         "cond_samples: class-conditional chains)")
     p.add_argument("--save_dir", default=None, help="eval directory (default: <checkpoint dir>/eval_<mode>)")
     p.add_argument("--weights", default="auto", choices=["auto", "ema", "online"],
-                   help="the checkpoint's --ema average or its online weights (auto: the average when it has one)")
+                   help="the checkpoint's --ema average or its online weights (auto: the average when it has one, and "
+                        "for new chains the weights training's chains sampled: the average only with --ema_chains)")
     p.add_argument("--dataset", default=None,
                    help="test_clf/cali split: a dataset name (its test split), NAME_train / NAME_test, or upstream's "
                         f"{', '.join(k for k in UPSTREAM_SETS if '_' in k)}; default: the checkpoint's test split "
@@ -179,6 +180,7 @@ def main(argv=None):
         ev = Evaluation(args, ckpt, arch, train_args, model, device)
         result = {"mode": args.eval, "checkpoint": os.path.abspath(args.load_path), "iteration": ckpt.get("iteration"),
                   "variant": args.variant, "weights": chosen_weights(ckpt, args.weights, args.load_path),
+                  "chain_weights": chain_weights(ckpt, args.weights, train_args, args.load_path),
                   **fn(ev, out)}
     atomic_write_text(os.path.join(out, f"{args.eval}.json"), json.dumps(result, indent=2, default=float))
     if needs == "model" and not ckpt.get("upstream"):

@@ -170,10 +170,10 @@ def main(argv=None):
             break
         x_p = sample_data(args.batch_size).float().to(device)
         if args.objective == "cd":
-            x0, idx = buffer.draw(args.batch_size, start_fn, args.reinit_freq)
+            x0, idx, steps = buffer.draw(args.batch_size, start_fn, args.reinit_freq)
             x_q, _ = run_sampler(args.sampler, model, x0, args.n_steps, args.sgld_lr, args.sgld_std, bounds=None,
                                  n_leapfrog=args.n_leapfrog)
-            buffer.update(idx, x_q)
+            buffer.update(idx, x_q, steps + args.n_steps)
         else:
             x_q = noise.sample((args.nce_ratio * args.batch_size,))  # the energy gap is read against the noise
         f_p, f_q = model(x_p)[0], model(x_q)[0]

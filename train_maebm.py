@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from models import MODELS, NORMS
+from models import ACTIVATIONS, MODELS, NORMS, resolve_act
 from utils.data import DATASETS, add_download_flag, dataset_info
 from utils.device import wants_cuda
 from utils.distributed import init_distributed, max_parameter_difference, shutdown
@@ -111,6 +111,9 @@ def build_parser():
                         "conv5: plain 5-conv LeakyReLU net; mlp: 2-hidden-layer MLP (--width scales each; "
                         "--norm applies to wrn and cnn)")
     g.add_argument("--norm", default="batch", choices=list(NORMS), help="normalisation layers of wrn and cnn")
+    g.add_argument("--act", default="auto", choices=["auto", *ACTIVATIONS],
+                   help="activation of every net (auto: the net's published one, LeakyReLU 0.2 except the tutorial "
+                        "CNN's Swish = silu); recorded in checkpoints, rebuilt by eval_maebm.py")
     g.add_argument("--width", type=positive_int, default=10, help="WRN width (cnn: base filters / 16)")
     g.add_argument("--depth", type=positive_int, default=28, help="WRN depth (6n+4)")
     g.add_argument("--dropout_rate", type=probability, default=0.0, help="dropout inside the WRN blocks")
@@ -120,7 +123,8 @@ def build_parser():
     g = p.add_argument_group("SGLD and replay buffer")
     g.add_argument("--n_steps", type=positive_int, default=10, help="sampler steps per iteration (K)")
     g.add_argument("--sampler", default="sgld", choices=list(SAMPLERS),
-                   help="sgld: upstream (clamped gradient); tutorial: noise then gradient clamped to +-0.03; "
+                   help="sgld: upstream (clamped gradient); jem: JEM's sample_q (model in eval mode, x + lr grad f + "
+                        "std N, no clamp of gradient or x); tutorial: noise then gradient clamped to +-0.03; "
                         "langevin: x + lr grad f + std N; langevin_exact: eps=--sgld_lr, x + eps^2/2 grad f + eps N; "
                         "annealed: langevin with step and noise annealed over the chain (--anneal_factor); "
                         "gd_momentum / adam: noise-free descent on E; mala / hmc: Metropolis-adjusted "
@@ -229,6 +233,7 @@ def main(argv=None, parser=None):
     if args.no_wandb:
         args.wandb = None
     require_wandb(args.wandb)
+    args.act = resolve_act(args.model, args.act)  # the checkpoint records the activation the net was built with
     in_channels, image_size, _ = dataset_info(args.dataset)
     image_shape = (in_channels, image_size, image_size)
     dist_info = init_distributed(wants_cuda(args.device))

@@ -32,9 +32,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.data import image_transform, load_dataset  # noqa: E402
-from utils.errors import ArgumentParser, UserError, positive_float, positive_int, run_cli  # noqa: E402
+from utils.errors import ArgumentParser, UserError, nonneg_int, positive_float, positive_int, run_cli  # noqa: E402
 from utils.evaluation.generative import random_grid  # noqa: E402
 from utils.fid import FidScorer  # noqa: E402
+from utils.precision import cpu_has_amx  # noqa: E402
 
 # Every recipe trains the same small CNN; what differs is the objective, the chains and their optimiser.
 NETWORK = ["--model", "cnn", "--width", "1", "--norm", "batch"]
@@ -54,8 +55,14 @@ RECIPES = {
     "maebm": ("M-EBM: Gaussian start, K=2, p(x) only", ["--px", "1", "--pyx", "0", "--uncond", "--init", "gm",
                                                        "--n_steps", "2", "--sgld_lr", "1", "--sgld_std", "0",
                                                        "--l2_coeff", "0.1"] + SGD),
-    "jem": ("JEM: uniform start, persistent buffer, K=20, its Adam 1e-4",
-            ["--px", "1", "--pyx", "1", "--init", "u", "--n_steps", "20", "--sgld_lr", "1", "--sgld_std", "0.01",
+    "majem_silu": ("M-JEM with one Gaussian per class and SiLU activations (JEM issue #8's advice against "
+                   "divergence)", MAJEM + ["--init", "gm_class", "--act", "silu"]),
+    "majem_ga": ("M-JEM with one Gaussian per class, noise-free gradient ascent instead of SGLD (the Energy_Models "
+                 "thesis's claim)", MAJEM + ["--init", "gm_class", "--sgld_std", "0"]),
+    "jem": ("JEM as published: its sample_q (eval mode, unclamped gradient and x), uniform start, buffer 10,000, "
+            "reinit 0.05, K=20, step 1, noise 0.01, data noise 0.03, its Adam 1e-4",
+            ["--px", "1", "--pyx", "1", "--init", "u", "--sampler", "jem", "--n_steps", "20", "--sgld_lr", "1",
+             "--sgld_std", "0.01", "--buffer_size", "10000", "--reinit_freq", "0.05", "--sigma", "0.03",
              "--l2_coeff", "0"] + JEM_ADAM),
     "shortrun": ("short-run, non-persistent: uniform start, no buffer, K=40, its Adam 1e-4 (Nijkamp et al.)",
                  ["--px", "1", "--pyx", "0", "--uncond", "--short_run", "--init", "u", "--sampler", "langevin",
@@ -96,13 +103,15 @@ def parse(argv):
                         "as rows after the recipes")
     p.add_argument("--minutes", type=positive_float, default=2.0, help="wall-clock training budget of each recipe")
     p.add_argument("--n_fresh", type=positive_int, default=2000, help="new chains scored per sampler setting")
-    p.add_argument("--long_factor", type=positive_int, default=10, help="the long chains run this many times K steps")
+    p.add_argument("--long_factor", type=nonneg_int, default=10,
+                   help="the long chains run this many times K steps (0: no long chains)")
     p.add_argument("--buffer_ratio", type=positive_float, default=0.2,
                    help="buffer images scored: this fraction per predicted class, most confident first (upstream's "
                         "selection; a p(x)-only model ranks by energy)")
     p.add_argument("--fid_ref_n", type=positive_int, default=2000, help="training images of the FID reference")
-    p.add_argument("--inception_precision", default="bf16", choices=["exact", "bf16", "tf32"],
-                   help="bf16: about 3x faster on CPUs with AMX; the floor is measured the same way")
+    p.add_argument("--inception_precision", default="auto", choices=["auto", "exact", "bf16", "tf32"],
+                   help="auto: bf16 on CUDA and on CPUs with AMX (about 3x faster there), else exact (on a CPU without "
+                        "AMX, bf16 Inception ran 6x slower than fp32); the floor is measured the same way")
     p.add_argument("--train_args", default="", help="extra flags for every training run, e.g. '--amp on'")
     p.add_argument("--data_root", default="./data")
     p.add_argument("--center_dir", default="./data/centers", help="one_center.py's output (fitted here if missing)")
@@ -123,6 +132,9 @@ def parse(argv):
         if not name or not os.path.isfile(os.path.join(run_dir, "last_ckpt.pt")):
             raise UserError(f"--score_runs: expected NAME=RUN_DIR with RUN_DIR/last_ckpt.pt, got {item!r}")
     a.variants = dict(parse_variant(item) for item in a.variant)
+    if a.inception_precision == "auto":
+        fast_bf16 = cpu_has_amx() or (a.device != "cpu" and torch.cuda.is_available())
+        a.inception_precision = "bf16" if fast_bf16 else "exact"
     if not a.recipes and not a.score_runs and not a.variants:
         raise UserError("--recipes: name at least one recipe, or give --variant or --score_runs")
     if len(set(a.seeds)) != len(a.seeds):
@@ -182,7 +194,15 @@ def evaluate(a, ckpt, mode, out, *flags):
 
 
 def scores(result):
-    return {"fid": result["fid"], "kid": result["kid_mean"], "n": result["n_samples"]}
+    """The row's numbers of one eval result; for the buffer also its diagnosis (class shares, chain ages)."""
+    out = {"fid": result["fid"], "kid": result["kid_mean"], "n": result["n_samples"]}
+    if "buffer_class_counts" in result:
+        counts = result["buffer_class_counts"]
+        out.update({"class_counts": counts, "scored_class_counts": result["scored_class_counts"],
+                    "min_class_share": min(counts) / sum(counts), "max_class_share": max(counts) / sum(counts),
+                    "per_class_fid": {c: v["fid"] for c, v in result["per_class"].items()},
+                    **{k: result[k] for k in ("buffer_mean_steps", "scored_mean_steps") if k in result}})
+    return out
 
 
 def score_run(a, run_dir):
@@ -198,7 +218,7 @@ def score_run(a, run_dir):
         row["test_acc"] = evaluate(a, ckpt, "test_clf", ev("test_clf"))["test_acc"]
     if state.get("replay_buffer") is not None:
         row["buffer"] = scores(evaluate(a, ckpt, "fid", ev("buffer"), "--ratio", str(a.buffer_ratio)))
-    for tag, steps in (("fresh", k), ("long", a.long_factor * k)):
+    for tag, steps in (("fresh", k), ("long", a.long_factor * k))[:2 if a.long_factor else 1]:
         row[tag] = scores(evaluate(a, ckpt, "fid", ev(tag), "--fresh_samples", str(a.n_fresh), "--n_sample_steps",
                                    str(steps), "--batch_size", str(flags["batch_size"])))
         row[tag]["steps"] = steps
@@ -247,14 +267,17 @@ def markdown(a, rows, floor):
     head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`); {budget}; {seeds}; {threads}{a.jobs} run(s) at a "
             f"time. FID/KID: {floor['convention']}, Inception {floor['precision']}, reference {floor['reference']}; "
             f"buffer: top {a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: "
-            f"{a.n_fresh} from the recipe's own start, its K and {a.long_factor}x K steps. Real-data floor: "
+            f"{a.n_fresh} from the recipe's own start, its K" + (f" and {a.long_factor}x K" if a.long_factor else "") +
+            f" steps. Real-data floor: "
             f"{floor['n']} test images, FID {floor['fid']:.1f}, KID {floor['kid']:.4f}.\n\n")
+    long = f"{a.long_factor}x K" if a.long_factor else "long"
     lines = ["| recipe | iterations | rollbacks | test acc | buffer FID | buffer KID | new chains K | FID (K) | "
-             f"KID (K) | FID ({a.long_factor}x K) | long / K | minutes |", "|" + "---|" * 12]
+             f"KID (K) | FID ({long}) | long / K | minutes |", "|" + "---|" * 12]
     lines.append(f"| real test images (floor) | - | - | - | {floor['fid']:.1f} | {floor['kid']:.4f} | - | "
                  f"{floor['fid']:.1f} | {floor['kid']:.4f} | - | - | - |")
     for name, group in groups.items():
-        runs = [{**r, "long_over_k": r["long"]["fid"] / r["fresh"]["fid"]} for r in group if "error" not in r]
+        runs = [{**r, **({"long_over_k": r["long"]["fid"] / r["fresh"]["fid"]} if "long" in r else {})}
+                for r in group if "error" not in r]
         failed = [f"seed {r['seed']} failed: {r['error']}" for r in group if "error" in r]
         if not runs:
             lines.append(f"| {name} | {'; '.join(failed)} |" + " |" * 10)

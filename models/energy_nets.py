@@ -1,6 +1,8 @@
 """Small energy networks from the EBM literature, as feature extractors for EnergyModel."""
 import torch.nn as nn
 
+from models.activations import make_act
+
 
 class Swish(nn.Module):
     def forward(self, x):
@@ -10,19 +12,19 @@ class Swish(nn.Module):
 class TutorialCNN(nn.Module):
     """The deep-energy-models tutorial's Swish CNN (16-32-64-64 filters, strided) for 28x28 images."""
 
-    def __init__(self, in_channels=1, hidden=32, image_size=28, feature_dim=64):
+    def __init__(self, in_channels=1, hidden=32, image_size=28, feature_dim=64, act="silu"):
         super().__init__()
         c1, c2, c3 = hidden // 2, hidden, hidden * 2
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5, stride=2, padding=4), Swish(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), Swish(),
-            nn.Conv2d(c2, c3, 3, stride=2, padding=1), Swish(),
-            nn.Conv2d(c3, c3, 3, stride=2, padding=1), Swish(),
+            nn.Conv2d(in_channels, c1, 5, stride=2, padding=4), make_act(act),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1), make_act(act),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1), make_act(act),
+            nn.Conv2d(c3, c3, 3, stride=2, padding=1), make_act(act),
             nn.Flatten())
         side = (image_size + 8 - 5) // 2 + 1
         for _ in range(3):
             side = (side - 1) // 2 + 1
-        self.head = nn.Sequential(nn.Linear(c3 * side * side, feature_dim), Swish())
+        self.head = nn.Sequential(nn.Linear(c3 * side * side, feature_dim), make_act(act))
         self.feature_dim = feature_dim
 
     def forward(self, x):
@@ -30,14 +32,15 @@ class TutorialCNN(nn.Module):
 
 
 class Conv5(nn.Module):
-    """A plain 5-conv LeakyReLU(0.2) energy net, 64 filters at the base, doubling while halving the size."""
+    """A plain 5-conv energy net (LeakyReLU 0.2 as published), 64 filters at the base, doubling while halving the
+    size."""
 
-    def __init__(self, in_channels=1, base=64, image_size=28, leak=0.2):
+    def __init__(self, in_channels=1, base=64, image_size=28, act="leaky_relu"):
         super().__init__()
         chans = [in_channels, base, base, 2 * base, 4 * base, 8 * base]
         layers = []
         for i in range(5):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=1 if i == 0 else 2, padding=1), nn.LeakyReLU(leak)]
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=1 if i == 0 else 2, padding=1), make_act(act)]
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.feature_dim = chans[-1]
 
@@ -46,12 +49,12 @@ class Conv5(nn.Module):
 
 
 class MLP(nn.Module):
-    """A shallow fully connected energy net on flattened images (two hidden layers, LeakyReLU 0.2)."""
+    """A shallow fully connected energy net on flattened images (two hidden layers, LeakyReLU 0.2 as published)."""
 
-    def __init__(self, in_channels=1, image_size=28, hidden=256, leak=0.2):
+    def __init__(self, in_channels=1, image_size=28, hidden=256, act="leaky_relu"):
         super().__init__()
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, hidden),
-                                 nn.LeakyReLU(leak), nn.Linear(hidden, hidden), nn.LeakyReLU(leak))
+                                 make_act(act), nn.Linear(hidden, hidden), make_act(act))
         self.feature_dim = hidden
 
     def forward(self, x):

@@ -112,6 +112,12 @@ def test_fid_of_buffer_with_cached_reference(trained, tmp_path):
     assert r["fid"] > 0 and r["n_samples"] < 100 and "pytorch-fid" in r["convention"]
     assert r["is"].startswith("unavailable") and "kid_mean" in r
     assert len(os.listdir(stats)) == 1
+    # the buffer's diagnosis: classes predicted over the buffer and the scored images, and the chains' ages
+    assert sum(r["buffer_class_counts"]) == 100 and sum(r["scored_class_counts"]) == r["n_samples"]
+    assert [r["per_class"][str(c)]["n"] for c in range(10)] == r["scored_class_counts"]
+    steps = load_checkpoint(trained[0])["buffer_steps"]  # 30 iterations of 16 chains, K=3, over 100 entries
+    assert r["buffer_mean_steps"] == pytest.approx(float(steps.float().mean())) and 3 < r["buffer_mean_steps"] < 90
+    assert r["buffer_entries_never_sampled"] == int((steps == 0).sum()) and r["scored_min_steps"] % 3 == 0
     evaluate(trained[0], "fid", str(tmp_path / "fid2"), "--fid_ref_n", "40", "--fid_stats_dir", stats,
                      "--ratio", "0.5")
     assert json.load(open(os.path.join(tmp_path / "fid2", "fid.json")))["fid"] == pytest.approx(r["fid"])

@@ -129,3 +129,42 @@ def test_bf16_inception_is_close_and_says_approximate(inception):
     fast, _ = fid.InceptionFeatures(inception.net.state_dict(), has_logits=False, precision="bf16")(x)
     assert fast.dtype == torch.float32 and (fast - exact).norm() / exact.norm() < 0.05 and not torch.equal(fast, exact)
     assert fid.PRECISIONS["bf16"].startswith("approximate") and not fid.PRECISIONS["exact"].startswith("approximate")
+
+
+class LabelledImages(torch.utils.data.Dataset):
+    """Constant images whose value is their label, with torchvision's `targets`."""
+
+    def __init__(self, labels):
+        self.targets = list(labels)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return torch.full((1, 2, 2), float(self.targets[i])), self.targets[i]
+
+
+def label_features(rng):
+    """A stand-in for Inception: features centred on the image's value, so a feature row says its image's label."""
+    def features(inception, images, batch_size=100, device="cpu", desc=""):
+        batches = images if isinstance(images, torch.utils.data.DataLoader) else [(images,)]
+        x = torch.cat([b[0] for b in batches]).flatten(1)[:, :1].double().numpy()
+        return x * 10 + rng.normal(size=(len(x), 8)), None
+    return features
+
+
+def test_per_class_scores_compare_each_class_with_its_own_reference(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(fid, "extract", label_features(rng))
+    monkeypatch.setattr(fid.FidScorer, "inception", lambda self: None)
+    reference = torch.utils.data.Subset(LabelledImages(rng.integers(0, 3, 400)), list(range(50, 350)))
+    scorer = fid.FidScorer(reference, str(tmp_path), "toy", "cpu", n_ref=200, seed=3)
+    (_, _), feats = scorer.reference()
+    assert np.array_equal(np.rint(feats[:, 0] / 10), scorer.reference_labels())  # labels in the kept order
+    # class 0 drawn like its reference, class 1 like class 2's images, class 2 too few to score
+    samples = torch.cat([torch.zeros(60, 1, 2, 2), torch.full((60, 1, 2, 2), 2.0), torch.full((5, 1, 2, 2), 2.0)])
+    classes = np.array([0] * 60 + [1] * 60 + [2] * 5)
+    result = scorer.score(samples, classes)["per_class"]
+    assert [result[c]["n"] for c in range(3)] == [60, 60, 5]
+    assert result[0]["fid"] < 5 < 50 < result[1]["fid"] and result[0]["kid"] < 0.05 < result[1]["kid"]
+    assert result[2]["fid"] is None and result[2]["kid"] is None

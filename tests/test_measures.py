@@ -149,7 +149,7 @@ def test_project_variant_leaves_the_model_state_bit_identical(conditional_sn_run
     models = []
     load = eval_maebm.load_model
     monkeypatch.setattr(eval_maebm, "load_model", lambda *a: models.append(load(*a)) or models[-1])
-    monkeypatch.setattr(Evaluation, "generative_scores", lambda self, samples: {"scored": len(samples)})
+    monkeypatch.setattr(Evaluation, "generative_scores", lambda self, samples, classes=None: {"scored": len(samples)})
     for mode in PROJECT_MODES:
         eval_maebm.main(["--load_path", conditional_sn_run, "--eval", mode, "--variant", "project", "--save_dir",
                          str(tmp_path / mode), "--n_points", "40", "--n_samples", "20", "--n_sample_steps", "3",
@@ -163,7 +163,7 @@ def test_new_chains_of_a_conditional_run_are_drawn_given_classes(conditional_sn_
     given = []
     sampler = context.run_sampler
     monkeypatch.setattr(context, "run_sampler", lambda *a, y=None, **k: given.append(y) or sampler(*a, y=y, **k))
-    monkeypatch.setattr(Evaluation, "generative_scores", lambda self, samples: {})
+    monkeypatch.setattr(Evaluation, "generative_scores", lambda self, samples, classes=None: {})
     for mode, extra in (("gen", ["--n_samples", "20"]), ("fid", ["--fresh_samples", "20"])):
         given.clear()
         out = tmp_path / mode
@@ -186,7 +186,8 @@ def test_chain_length_counts_every_rank():
     assert args.n_sample_steps == 64
 
 
-def test_class_conditional_grids_during_training_sample_as_training_chains(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,train_mode", [("sgld", True), ("jem", False)])
+def test_class_conditional_grids_during_training_sample_as_training_chains(name, train_mode, tmp_path, monkeypatch):
     model = sn_bn_model().train()
     with torch.no_grad():
         model(torch.rand(16, 1, 28, 28) * 2 - 1)
@@ -199,8 +200,9 @@ def test_class_conditional_grids_during_training_sample_as_training_chains(tmp_p
             m(x)
         return x, {}
     monkeypatch.setattr(reporting, "run_sampler", sampler)
-    args = SimpleNamespace(novis=False, plot_uncond=False, plot_cond=True, uncond=False, sampler="sgld", n_steps=2,
-                           sgld_lr=1.0, sgld_std=0.0, n_leapfrog=1, anneal_factor=100.0, save_dir=str(tmp_path))
+    args = SimpleNamespace(novis=False, plot_uncond=False, plot_cond=True, uncond=False, sampler=name, n_steps=2,
+                           sgld_lr=1.0, sgld_std=0.0, n_leapfrog=1, anneal_factor=100.0, save_dir=str(tmp_path),
+                           ema_chains=False)
     os.makedirs(tmp_path / "samples")  # made by the run directory's set-up
     logger = SimpleNamespace(image=lambda *a: None, metrics=lambda *a, **k: None, log=lambda *a: None)
     parts = SimpleNamespace(args=args, model=model, device=torch.device("cpu"), dist=DistInfo(),
@@ -209,7 +211,7 @@ def test_class_conditional_grids_during_training_sample_as_training_chains(tmp_p
                             precision=precision_policy("off", "off", "off", "cpu"),
                             start_fn=lambda n, y=None: torch.rand(n, 1, 28, 28) * 2 - 1)
     reporting.evaluate_epoch(parts, SimpleNamespace(iteration=7), logger, epoch=0)
-    assert seen == [True] and model.training  # BatchNorm on the chains' batch statistics, as in training
+    assert seen == [train_mode] and model.training  # the mode training's chains run in (JEM's sampler: eval)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert os.path.isfile(tmp_path / "samples" / "cond_0.png")
 

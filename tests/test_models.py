@@ -112,3 +112,18 @@ def test_class_conditional_energy_of_a_separate_head_adds_log_p_y_given_x():
     log_p = lambda z: model(z)[1].log_softmax(1)[:, 3]
     with torch.no_grad():
         assert (log_p(x1) > log_p(x)).float().mean() > 0.8
+
+
+@pytest.mark.parametrize("name", ["wrn", "cnn", "tutorial_cnn", "conv5", "mlp"])
+def test_every_net_takes_the_activation_it_is_given(name):
+    kinds = lambda m: {type(x) for x in m.modules()} & {torch.nn.LeakyReLU, torch.nn.SiLU, torch.nn.GELU}
+    size = 32 if name == "wrn" else 28
+    published = build_model(name, 10, 1, depth=10, width=1, image_size=size)
+    silu = build_model(name, 10, 1, depth=10, width=1, image_size=size, act="silu")
+    gelu = build_model(name, 10, 1, depth=10, width=1, image_size=size, act="gelu")
+    assert kinds(published) == ({torch.nn.SiLU} if name == "tutorial_cnn" else {torch.nn.LeakyReLU})
+    assert kinds(silu) == {torch.nn.SiLU} and kinds(gelu) == {torch.nn.GELU}
+    assert silu.state_dict().keys() == published.state_dict().keys()  # checkpoints keep their keys
+    gelu.load_state_dict(published.state_dict())
+    x = torch.randn(3, 1, size, size)
+    assert not torch.allclose(gelu.eval()(x)[0], published.eval()(x)[0])

@@ -82,7 +82,7 @@ def test_fresh_starts_are_fp32_and_equal_the_fp32_draw(tmp_path, monkeypatch):
     train_step(parts, 0, 1e-3, False, guard)
     torch.manual_seed(5)
     parts.px_stream.next()  # the step drew its data batch first, from no RNG
-    expected, _ = parts.buffer.draw(parts.args.batch_size, parts.start_fn, 1.0)
+    expected = parts.buffer.draw(parts.args.batch_size, parts.start_fn, 1.0)[0]
     assert seen[0].dtype == torch.float32 and torch.equal(seen[0], expected)
 
 

@@ -47,18 +47,19 @@ def test_buffer_reinitialises_about_the_requested_fraction():
     buf = ReplayBuffer(torch.full((1000, 1, 2, 2), 5.0))
     fresh = 0
     for _ in range(50):
-        x, idx = buf.draw(200, lambda n, y=None: torch.zeros(n, 1, 2, 2), reinit_freq=0.05)
+        x, idx, steps = buf.draw(200, lambda n, y=None: torch.zeros(n, 1, 2, 2), reinit_freq=0.05)
         fresh += (x == 0).all(dim=(1, 2, 3)).sum().item()
         assert (idx >= 0).all() and (idx < 1000).all()
+        assert torch.equal(steps == 0, (x == 0).all(dim=(1, 2, 3)) | (buf.steps[idx] == 0))
     assert fresh / (50 * 200) == pytest.approx(0.05, abs=0.01)
 
 
 def test_buffer_update_and_class_blocks():
     buf = ReplayBuffer(torch.zeros(40, 1, 2, 2), n_classes=4)
     y = torch.tensor([0, 1, 2, 3] * 25)
-    _, idx = buf.draw(100, lambda n, y=None: torch.zeros(n, 1, 2, 2), reinit_freq=0.0, y=y)
+    _, idx, steps = buf.draw(100, lambda n, y=None: torch.zeros(n, 1, 2, 2), reinit_freq=0.0, y=y)
     assert torch.equal(idx // 10, y)
-    buf.update(idx[:3], torch.ones(3, 1, 2, 2))
+    buf.update(idx[:3], torch.ones(3, 1, 2, 2), steps[:3] + 5)
     assert buf.samples[idx[:3]].eq(1).all()
     assert buf.samples.sum() == 4 * len(set(idx[:3].tolist()))
 
@@ -75,8 +76,26 @@ def test_buffer_update_with_repeated_indices_keeps_the_last_chain():
     buf = ReplayBuffer(torch.zeros(5, 1, 1, 1))
     idx = torch.tensor([3, 1, 3, 3, 0])
     x = torch.arange(1.0, 6.0).view(5, 1, 1, 1)
-    buf.update(idx, x)
+    buf.update(idx, x, torch.arange(10, 15))
     assert buf.samples.flatten().tolist() == [5.0, 2.0, 0.0, 4.0, 0.0]
+    assert buf.steps.tolist() == [14, 11, 0, 13, 0]  # each slot's count is its chain's
+
+
+def test_buffer_counts_the_steps_each_entry_ran_since_its_start():
+    torch.manual_seed(0)
+    buf = ReplayBuffer(torch.full((50, 1, 1, 1), 5.0))
+    start = lambda n, y=None: torch.zeros(n, 1, 1, 1)
+    expected = torch.zeros(50, dtype=torch.long)
+    for k in (3, 4):  # no restarts: an entry's count is the sum of K over the draws that took it
+        x, idx, steps = buf.draw(40, start, reinit_freq=0.0)
+        buf.update(idx, x, steps + k)
+        expected[idx.unique()] += k
+    assert torch.equal(buf.steps, expected) and (expected == 0).any() and (expected == 7).any()
+    x, idx, steps = buf.draw(40, start, reinit_freq=1.0)  # restarted entries count from 0
+    assert (steps == 0).all()
+    buf.update(idx, x, steps + 2)
+    expected[idx.unique()] = 2
+    assert torch.equal(buf.steps, expected)
 
 
 def test_standard_gaussian_and_data_plus_noise_starts():

@@ -3,6 +3,8 @@ checkpoint's iteration (read back with TensorBoard's own event reader)."""
 import glob
 import os
 
+import pytest
+
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
@@ -38,6 +40,11 @@ def test_fid_during_training_is_a_curve(tmp_path, fmnist_root, fmnist_centers, f
     rows = [r for r in read_metrics(str(save / "metrics.jsonl")) if "fid/fid" in r]
     assert [(r["iteration"], r["epoch"]) for r in rows] == [(10, 0), (20, 1)]
     assert all(r["fid/fid"] > 0 and r["fid/kid_std"] > 0 for r in rows) and rows[0]["fid/fid"] != rows[1]["fid/fid"]
+    # the buffer's diagnosis beside it: class shares by the classifier (they sum to 1) and the chains' ages
+    for r in rows:
+        shares = [r[f"buffer/class_share/{c}"] for c in range(10)]
+        assert sum(shares) == pytest.approx(1) and r["buffer/min_class_share"] == min(shares)
+    assert 0 < rows[0]["buffer/mean_steps"] < rows[1]["buffer/mean_steps"]  # 160, then 320 steps over 100 entries
     events = EventAccumulator(str(save / "tb"))
     events.Reload()
     assert [e.step for e in events.Scalars("fid/fid")] == [10, 20]

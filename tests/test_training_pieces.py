@@ -19,7 +19,9 @@ from utils.training.guard import DivergenceGuard
 from utils.training.plan import make_plan
 from utils.training.setup import architecture, make_model_and_optimizer
 from utils.training.state import TrainState
-from utils.training.step import train_step
+from utils.sampling.frozen import frozen_model_state
+from utils.sampling.samplers import run_sampler
+from utils.training.step import draw_chains, train_step
 
 SHAPE = (1, 28, 28)
 
@@ -109,6 +111,7 @@ def test_checkpoint_state_round_trip(tmp_path):
     assert (other_state.iteration, other_state.batch, other_state.best_valid_acc, other_state.lr_scale) == (3, 3, 0.5, 0.25)
     assert all(torch.equal(v, other.model.state_dict()[k]) for k, v in parts.model.state_dict().items())
     assert torch.equal(other.buffer.samples, parts.buffer.samples) and torch.equal(torch.get_rng_state(), saved_rng)
+    assert torch.equal(other.buffer.steps, parts.buffer.steps) and parts.buffer.steps.max() >= 4  # chains' ages
     assert other.px_stream.position() == parts.px_stream.position()
     assert other.optim.state_dict()["state"][0]["step"] == parts.optim.state_dict()["state"][0]["step"]
 
@@ -129,3 +132,33 @@ def test_guard_rolls_back_to_the_last_checkpoint_with_a_smaller_lr(tmp_path):
     guard.flag(torch.tensor(True))
     with pytest.raises(UserError, match="after 1 rollbacks"):
         guard.roll_back(state, logger, 1, result.x_q)
+
+
+def jem_sample_q(model, x0, n_steps, sgld_lr, sgld_std):
+    """JEM's sample_q (wgrathwohl/JEM train_wrn_ebm.py), written out: eval mode, x += lr grad f + std N, no clamps."""
+    model.eval()
+    x_k = x0.clone().requires_grad_(True)
+    for _ in range(n_steps):
+        f_prime = torch.autograd.grad(model(x_k)[0].sum(), [x_k], retain_graph=True)[0]
+        x_k.data += sgld_lr * f_prime + sgld_std * torch.randn_like(x_k)
+    model.train()
+    return x_k.detach()
+
+
+def test_jem_sampler_is_jems_sample_q(tmp_path):
+    parts, _, _, _ = make_parts(tmp_path, "--sampler", "jem", "--sgld_lr", "20", "--sgld_std", "0.01", "--n_steps",
+                                "3", "--reinit_freq", "0.5")
+    parts.buffer.samples.mul_(1.5)  # starts outside [-1, 1]: JEM never clamps
+    statistics = {k: v.clone() for k, v in parts.model.state_dict().items() if "running" in k}
+    torch.manual_seed(5)
+    x0, _, _ = parts.buffer.draw(parts.args.batch_size, parts.start_fn, parts.args.reinit_freq)
+    expected = jem_sample_q(parts.model, x0, 3, 20.0, 0.01)
+    torch.manual_seed(5)
+    x0_train, _, _ = parts.buffer.draw(parts.args.batch_size, parts.start_fn, parts.args.reinit_freq)
+    with frozen_model_state(parts.model, train=True) as model:
+        in_train_mode = run_sampler("langevin", model, x0_train, 3, 20.0, 0.01, bounds=None)[0]
+    torch.manual_seed(5)
+    got, _, _ = draw_chains(parts, None, False)
+    assert torch.allclose(got, expected, atol=1e-5) and got.abs().max() > 1.2  # neither x nor the gradient clamped
+    assert not torch.allclose(got, in_train_mode, atol=1e-3)  # BatchNorm on batch statistics moves other chains
+    assert parts.model.training and all(torch.equal(v, parts.model.state_dict()[k]) for k, v in statistics.items())

@@ -204,6 +204,45 @@ def test_launcher_passes_the_published_values(launcher, tmp_path):
     assert {k: args[k] for k in PUBLISHED[launcher]} == PUBLISHED[launcher]
 
 
+# JEM (github.com/wgrathwohl/JEM): its readme's training command, verbatim, and the defaults of train_wrn_ebm.py's
+# parser that the command leaves in force, in this project's flag names
+JEM_COMMAND = ("python train_wrn_ebm.py --lr .0001 --dataset cifar10 --optimizer adam --p_x_weight 1.0 "
+               "--p_y_given_x_weight 1.0 --p_x_y_weight 0.0 --sigma .03 --width 10 --depth 28 --save_dir /YOUR/SAVE/DIR "
+               "--plot_uncond --warmup_iters 1000")
+JEM_FLAG_NAMES = {"--p_x_weight": "--px", "--p_y_given_x_weight": "--pyx"}
+JEM_DEFAULTS = dict(n_steps=20, sgld_lr=1.0, sgld_std=0.01, buffer_size=10000, reinit_freq=0.05, batch_size=64,
+                    pyx_batch_size=64, n_epochs=200, decay_epochs=[160, 180], decay_rate=0.3, weight_decay=0.0,
+                    norm="none", dropout_rate=0.0, n_valid=5000, print_every=100, uncond=False, model="wrn",
+                    # its sample_q from uniform noise, and its loss: no energy regulariser
+                    sampler="jem", init="u", l2_coeff=0.0, objective="maebm")
+
+
+def jem_command_as_flags():
+    """JEM_COMMAND's values in this project's flags: renamed, the run directory and the zero joint weight left out."""
+    tokens, argv = shlex.split(JEM_COMMAND)[2:], []
+    for flag, value in zip(tokens, tokens[1:] + [None]):
+        if not flag.startswith("--") or flag == "--save_dir":
+            continue
+        if flag == "--p_x_y_weight":
+            assert float(value) == 0  # JEM's p(x, y) term, off in the published command
+            continue
+        argv += [JEM_FLAG_NAMES.get(flag, flag)] + ([value] if value and not value.startswith("--") else [])
+    return argv
+
+
+def test_jem_launcher_runs_jems_published_command(tmp_path):
+    stub = tmp_path / "python"
+    stub.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\"\n")
+    stub.chmod(0o755)
+    proc = run_script("scripts/jem_cifar10.sh", env={"PYTHON": str(stub)}, check=True)
+    script, *argv = json.loads(proc.stdout.strip().splitlines()[-1])
+    launched = vars(train_maebm.build_parser().parse_args(argv))
+    published = {**vars(train_maebm.build_parser().parse_args(jem_command_as_flags())), **JEM_DEFAULTS}
+    named = {flag[2:] for flag in jem_command_as_flags() if flag.startswith("--")} | set(JEM_DEFAULTS)
+    assert script == "train_maebm.py" and {"lr", "optimizer", "px", "pyx", "sigma", "warmup_iters", "plot_uncond"} <= named
+    assert {k: launched[k] for k in named} == {k: published[k] for k in named}
+
+
 def upstream_lr_trace(n_epochs, iters_per_epoch, lr, warmup_iters, decay_epochs, decay_rate):
     """Upstream's train_maebm.py schedule, as its loop sets the optimiser's lr (decay at epoch start, warm-up
     overriding while cur_iter <= warmup_iters)."""

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.checkpoint import atomic_torch_save, atomic_write_bytes
+from utils.data import dataset_labels
 from utils.errors import UserError
 from utils.offline import network_timeout, offline_reason
 from utils.progress import progress
@@ -255,6 +256,24 @@ def inception_score(logits, splits=10):
     return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
 
+PER_CLASS_MIN = 10  # images of a class below which its FID/KID are not computed (a covariance of fewer is noise)
+KID_KEEP = 10000  # reference features kept for KID
+
+
+def per_class_scores(feats, classes, ref_feats, ref_labels):
+    """{class: {n, fid, kid}} of the sample features of each class against the reference features of the same class
+    (None where either side has fewer than PER_CLASS_MIN images). FID of a few hundred images is biased upwards, so
+    compare it only between runs scored with the same counts; KID is unbiased."""
+    out = {}
+    for c in np.unique(ref_labels):
+        mine, ref = feats[classes == c], ref_feats[ref_labels == c]
+        enough = len(mine) >= PER_CLASS_MIN and len(ref) >= PER_CLASS_MIN
+        out[int(c)] = {"n": int(len(mine)), "n_ref": int(len(ref)),
+                       "fid": frechet_distance(feature_stats(mine), feature_stats(ref)) if enough else None,
+                       "kid": kernel_inception_distance(mine, ref, n_subsets=20)[0] if enough else None}
+    return out
+
+
 def base_indices(dataset, idx):
     """(underlying dataset, indices into it) of positions `idx` of a (possibly nested) torch Subset."""
     idx = torch.as_tensor(idx, dtype=torch.long)
@@ -317,14 +336,25 @@ class FidScorer:
         feats, _ = extract(self.inception(), loader, device=self.device,
                            desc=f"reference: {len(self.indices)} training images")
         mu, sigma = feature_stats(feats)
-        keep = feats[np.random.default_rng(0).permutation(len(feats))[:10000]].astype(np.float32)
+        keep = feats[self._kept()].astype(np.float32)
         os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, mu=mu, sigma=sigma, features=keep, key=np.array(self.key))
         atomic_write_bytes(self.cache_path, buf.getvalue())
         return (mu, sigma), keep
 
-    def score(self, samples):
+    def _kept(self):
+        """Positions (among the reference images) of the features kept for KID, in their stored order."""
+        return np.random.default_rng(0).permutation(len(self.indices))[:KID_KEEP]
+
+    def reference_labels(self):
+        """The labels of the kept reference features, in their order."""
+        base, idx = base_indices(self.reference_set, self.indices)
+        return dataset_labels(base)[idx].numpy()[self._kept()]
+
+    def score(self, samples, classes=None):
+        """FID, KID (and IS where the weights allow) of samples in [-1, 1]; with `classes` (a label per sample, e.g.
+        the classifier's prediction), per-class scores too (per_class_scores)."""
         (mu, sigma), ref_feats = self.reference()
         feats, logits = extract(self.inception(), samples, self.batch_size, self.device,
                                 desc=f"samples: {len(samples)} images")
@@ -333,6 +363,9 @@ class FidScorer:
                   "reference": self.cache_path, "fid": frechet_distance(feature_stats(feats), (mu, sigma))}
         result["kid_mean"], result["kid_std"] = kernel_inception_distance(feats, ref_feats.astype(np.float64),
                                                                           subset_size=min(1000, len(feats)))
+        if classes is not None:
+            result["per_class"] = per_class_scores(feats, np.asarray(classes), ref_feats.astype(np.float64),
+                                                   self.reference_labels())
         if logits is not None:
             result["is_mean"], result["is_std"] = inception_score(logits)
         else:

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import torch
 
-from models import build_model, load_weights
+from models import build_model, load_weights, recorded_arch
+from models.activations import PUBLISHED_ACT
 from models.energy import class_conditional
 from utils.data import DATASETS, dataset_info, image_transform, load_dataset
 from utils.errors import UserError
@@ -15,7 +16,7 @@ from utils.precision import recorded_policy
 from utils.progress import progress
 from utils.run_dir import save_grid
 from utils.sampling.frozen import frozen_model_state
-from utils.sampling.samplers import ANNEAL_FACTOR, run_sampler
+from utils.sampling.samplers import ANNEAL_FACTOR, chains_in_train_mode, run_sampler
 from utils.sampling.sgld import sgld_sample
 from utils.sampling.starts import make_start_fn
 from utils.training.chain_free import CHAIN_FREE_OBJECTIVES
@@ -55,9 +56,9 @@ def upstream_train_args(dataset):
 def checkpoint_model(args, ckpt, path):
     """(arch, training flags) of a checkpoint; an upstream one takes them from the eval flags."""
     if not ckpt.get("upstream"):
-        arch = ckpt.get("arch")
-        if not arch:
+        if not ckpt.get("arch"):
             raise UserError(f"checkpoint {path} has no architecture record")
+        arch = recorded_arch(ckpt["arch"])
         given = {k: getattr(args, k) for k in UPSTREAM_MODEL_DEFAULTS if getattr(args, k) is not None}
         if args.uncond:
             given["uncond"] = True
@@ -69,7 +70,8 @@ def checkpoint_model(args, ckpt, path):
     depth, width, in_channels, n_classes, _ = upstream_architecture(ckpt["model_state_dict"])
     _, size, _ = dataset_info(dataset)
     arch = {"dataset": dataset, "model": args.model or "wrn", "depth": args.depth or depth, "width": args.width or width,
-            "norm": args.norm or UPSTREAM_MODEL_DEFAULTS["norm"], "uncond": args.uncond, "spectral_norm": False,
+            "norm": args.norm or UPSTREAM_MODEL_DEFAULTS["norm"], "act": PUBLISHED_ACT["wrn"], "uncond": args.uncond,
+            "spectral_norm": False,
             "in_channels": in_channels, "image_size": size, "n_classes": n_classes}
     return arch, upstream_train_args(dataset)
 
@@ -82,6 +84,14 @@ def chosen_weights(ckpt, weights, path):
     return "ema" if weights == "ema" or (weights == "auto" and has_ema) else "online"
 
 
+def chain_weights(ckpt, weights, train_args, path):
+    """"ema" or "online" for chains sampled as the run trained them: --weights auto takes the weights its training
+    chains sampled (the --ema average with --ema_chains, else the online weights); ema / online as given."""
+    if weights != "auto":
+        return chosen_weights(ckpt, weights, path)
+    return "ema" if train_args.get("ema_chains") and ckpt.get("ema_state_dict") is not None else "online"
+
+
 def load_model(ckpt, arch, train_args, path, device, weights="auto"):
     """The checkpoint's model in eval mode, with its online weights or its --ema average (see chosen_weights)."""
     if ckpt.get("upstream"):
@@ -89,7 +99,7 @@ def load_model(ckpt, arch, train_args, path, device, weights="auto"):
     key = "ema_state_dict" if chosen_weights(ckpt, weights, path) == "ema" else "model_state_dict"
     model = build_model(arch["model"], arch["n_classes"], arch["in_channels"], arch["depth"], arch["width"],
                         arch["norm"], train_args.get("dropout_rate", 0.0), arch["uncond"], arch["image_size"],
-                        arch.get("spectral_norm", False), log_normaliser="log_z" in ckpt[key])
+                        arch.get("spectral_norm", False), log_normaliser="log_z" in ckpt[key], act=arch["act"])
     load_weights(model, ckpt[key], path)
     return model.to(device).eval()
 
@@ -136,7 +146,7 @@ class Evaluation:
         if args.n_sample_steps is None:
             args.n_sample_steps = 100 if args.variant == "upstream" else \
                 chain_steps_as_trained(self.train_args, ckpt.get("iteration") or 0, len(ckpt.get("rng") or [None]))
-        self._fid = None
+        self._fid = self._chain_model = None
 
     def dataset(self, name=None, train=False):
         return load_dataset(name or self.arch["dataset"], self.data_root, train,
@@ -191,12 +201,26 @@ class Evaluation:
             return g.flatten(1).norm(dim=1).cpu()
         return self.batched(fn, x)
 
+    def chain_model(self):
+        """The weights training's chains sampled (chain_weights), in the model's layout; loaded once."""
+        if self._chain_model is None:
+            which = chain_weights(self.ckpt, self.args.weights, self.train_args, self.args.load_path)
+            self._chain_model = self.model
+            if which != chosen_weights(self.ckpt, self.args.weights, self.args.load_path):
+                self._chain_model = load_model(self.ckpt, self.arch, self.train_args, self.args.load_path,
+                                               self.device, which)
+                if self.precision.channels_last:
+                    self._chain_model.to(memory_format=torch.channels_last)
+        return self._chain_model
+
     def chains_as_trained(self):
-        """The model as training ran its chains: a p(x) run samples in train mode (BatchNorm on the chains' own
-        batch statistics), a classifier-only run in eval mode; either way the model's state comes out unchanged."""
+        """The chains' model in the mode training ran its chains in (samplers.chains_in_train_mode: train mode for
+        upstream's p(x) runs, eval mode for JEM's sampler, --ema_chains and classifier-only runs); its state comes
+        out unchanged."""
         t = self.train_args
-        return frozen_model_state(self.model, train=t.get("px", 1.0) > 0 and
-                                  has_generative_term(t.get("objective", "maebm")))
+        generative = t.get("px", 1.0) > 0 and has_generative_term(t.get("objective", "maebm"))
+        return frozen_model_state(self.chain_model(), train=chains_in_train_mode(
+            t.get("sampler", "sgld"), generative, t.get("ema_chains", False)))
 
     def chain_labels(self, n):
         """Balanced classes for n new chains where training drew its chains given labels (j_ebm, gcl,
@@ -213,8 +237,8 @@ class Evaluation:
     def sample(self, n, n_steps, y=None, snapshots=None, joint=False):
         """n new chains of n_steps steps of the checkpoint's sampler, the model as training ran its chains (given
         classes y if set; `joint`: on log p(x, y), see class_conditional); `snapshots` collects the first 10 chains."""
-        with self.chains_as_trained():
-            return self._sample(n, n_steps, y, snapshots, class_conditional(self.model) if joint else self.model)
+        with self.chains_as_trained() as model:
+            return self._sample(n, n_steps, y, snapshots, class_conditional(model) if joint else model)
 
     def _sample(self, n, n_steps, y, snapshots, model):
         start, bs, out = self.start_fn(), self.args.batch_size, []
@@ -299,6 +323,7 @@ class Evaluation:
                                   self.args.inception_precision)
         return self._fid
 
-    def generative_scores(self, samples):
-        """FID, KID and (where real logits weights exist) IS of samples in [-1,1] against the training set."""
-        return self.fid_scorer().score(samples)
+    def generative_scores(self, samples, classes=None):
+        """FID, KID and (where real logits weights exist) IS of samples in [-1,1] against the training set; per class
+        too, given a class per sample."""
+        return self.fid_scorer().score(samples, classes)

@@ -9,6 +9,7 @@ import torch
 from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError
 from utils.run_dir import save_grid
+from utils.training.objectives import CONDITIONAL_OBJECTIVES
 
 
 def per_class_top(ev, images, score, classes, ratio):
@@ -23,15 +24,47 @@ def per_class_top(ev, images, score, classes, ratio):
 
 
 def select_confident(ev, buffer):
-    """(indices, how) of upstream's --ratio selection: per class predicted by the classifier head, its most
-    confident images; the project variant ranks a --pyx 0 model's buffer by energy instead (its classifier head is
-    untrained)."""
+    """(indices, how, predicted classes or None) of upstream's --ratio selection: per class predicted by the
+    classifier head, its most confident images; the project variant ranks a --pyx 0 model's buffer by energy
+    instead (its classifier head is untrained)."""
     f, probs = ev.forward(buffer)
     by_energy = ev.args.variant == "project" and ev.train_args["pyx"] == 0
     score = f if by_energy else probs.max(1).values
     classes = torch.zeros(len(buffer), dtype=torch.long) if by_energy else probs.argmax(1)
     keep = per_class_top(ev, buffer, score, classes, ev.args.ratio)
-    return keep, ("energy f(x)" if by_energy else "classifier confidence per predicted class")
+    return keep, ("energy f(x)" if by_energy else "classifier confidence per predicted class"), \
+        None if by_energy else classes
+
+
+def buffer_block_labels(ckpt, train_args, n_classes):
+    """The class of each buffer entry where training drew its chains given a class (class blocks in every process's
+    shard), else None."""
+    if not (train_args.get("objective") in CONDITIONAL_OBJECTIVES or train_args.get("class_cond_p_x_sample")):
+        return None
+    world = len(ckpt.get("rng") or [None])
+    shard = len(ckpt["replay_buffer"]) // world
+    return torch.arange(n_classes).repeat_interleave(shard // n_classes).repeat(world)
+
+
+def buffer_diagnosis(ev, keep, classes):
+    """How the scored buffer images came about: the classifier's class counts over the whole buffer and over the
+    scored images, the sampler steps each entry had run since its start (training's count, saved with the buffer),
+    and the classifier's agreement with the classes chains were drawn given."""
+    n_classes = ev.arch["n_classes"]
+    report = {"buffer_class_counts": torch.bincount(classes, minlength=n_classes).tolist(),
+              "scored_class_counts": torch.bincount(classes[keep], minlength=n_classes).tolist()}
+    steps = ev.ckpt.get("buffer_steps")
+    if steps is not None:
+        steps = steps.cpu()
+        report.update({"buffer_entries_never_sampled": int((steps == 0).sum()),
+                       "buffer_mean_steps": float(steps.float().mean()),
+                       "scored_never_sampled": int((steps[keep] == 0).sum()),
+                       "scored_mean_steps": float(steps[keep].float().mean()),
+                       "scored_min_steps": int(steps[keep].min())})
+    blocks = buffer_block_labels(ev.ckpt, ev.train_args, n_classes)
+    if blocks is not None:
+        report["classifier_agrees_with_chain_classes"] = float((classes == blocks).float().mean())
+    return report
 
 
 NEVER_MOVED_WARNING = 0.1  # warn when more than this fraction of the scored persistent chains ran no step
@@ -89,18 +122,21 @@ def new_chains(ev, n, snapshots=None):
 
 
 def mode_fid(ev, out):
-    extra = {}
+    extra, scored_classes = {}, None
     if ev.args.fresh_samples and ev.args.variant == "project":
         samples, extra = new_chains(ev, ev.args.fresh_samples)
         source, selection = f"{len(samples)} new chains of {ev.args.n_sample_steps} steps", "all"
     else:
         images, source, steps = buffer_or_fresh(ev)
-        keep, how = select_confident(ev, images)
+        keep, how, classes = select_confident(ev, images)
         samples, selection = images[keep], f"ratio {ev.args.ratio} by {how}"
         if steps is not None:
             extra = persistent_chain_report(ev, steps[keep])
+        elif classes is not None:
+            extra = buffer_diagnosis(ev, keep, classes)
+        scored_classes = None if classes is None else classes[keep]
     random_grid(samples, os.path.join(out, "fid_samples.png"), ev.args.seed)
-    return {"source": source, "selection": selection, **extra, **ev.generative_scores(samples)}
+    return {"source": source, "selection": selection, **extra, **ev.generative_scores(samples, scored_classes)}
 
 
 def save_samples(out, samples, chain=None):

@@ -11,7 +11,15 @@ import torch
 from utils.sampling.sgld import input_grad, record_trace, sgld_sample
 
 ANNEAL_FACTOR = 100.0  # --anneal_factor's default: the first annealed step is 100x the last
-SAMPLERS = ("sgld", "tutorial", "langevin", "langevin_exact", "annealed", "gd_momentum", "adam", "mala", "hmc")
+SAMPLERS = ("sgld", "jem", "tutorial", "langevin", "langevin_exact", "annealed", "gd_momentum", "adam", "mala", "hmc")
+EVAL_MODE_SAMPLERS = ("jem",)  # JEM's sample_q runs the model in eval mode
+
+
+def chains_in_train_mode(sampler, generative, ema_chains):
+    """The mode training's chains run the model in, one rule for training and evaluation: train mode (BatchNorm on
+    the chains' own batch, as upstream M-EBM) unless the sampler is JEM's, the chains sample the --ema average
+    (--ema_chains), or the run has no p(x) term (chains for measurement only, which leave BatchNorm alone)."""
+    return generative and not ema_chains and sampler not in EVAL_MODE_SAMPLERS
 
 
 def _grad_f(neg_energy, x):
@@ -152,6 +160,8 @@ def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-
     if name == "sgld":
         return sgld_sample(model, x, n_steps, step_size, noise_std, y=y, trace=trace), {}
     neg_energy = lambda z: model(z, y)[0]
+    if name == "jem":  # JEM's sample_q: x += lr grad f + std N, the gradient unclamped and x never clamped
+        return langevin_sample(neg_energy, x, n_steps, step_size, noise_std, None, trace)
     if name == "tutorial":
         return tutorial_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=bounds, trace=trace)
     if name == "langevin":

@@ -6,8 +6,9 @@ import torch.nn.functional as F
 
 OBJECTIVES = ("maebm", "m_ebm", "j_ebm", "gcl", "dcl")
 # JEM is a recipe of maebm's objective, not an objective of its own; the one line that says which flags give it
-JEM_FLAGS = ("--objective maebm (JEM's logsumexp energy: no --uncond) --init u --n_steps 20 --sgld_lr 1 "
-             "--sgld_std 0.01 --l2_coeff 0 --optimizer adam --lr 1e-4 --warmup_iters 1000 --sigma 0.03")
+JEM_FLAGS = ("--objective maebm (JEM's logsumexp energy: no --uncond) --sampler jem --init u --n_steps 20 --sgld_lr 1 "
+             "--sgld_std 0.01 --l2_coeff 0 --optimizer adam --lr 1e-4 --weight_decay 0 --warmup_iters 1000 "
+             "--sigma 0.03, as scripts/jem_cifar10.sh")
 
 
 def objective_name(text):

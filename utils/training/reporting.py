@@ -9,7 +9,7 @@ from utils.run_dir import read_metrics, save_grid
 from utils.sampling.buffer import uniform_start
 from utils.sampling.diagnostics import chain_summary, long_run_chains, plot_chain_trace
 from utils.sampling.frozen import frozen_model_state
-from utils.sampling.samplers import run_sampler
+from utils.sampling.samplers import chains_in_train_mode, run_sampler
 from utils.training.measure import evaluate_classifier, input_grad_norm
 
 
@@ -84,19 +84,46 @@ def evaluate_epoch(parts, state, logger, epoch):
         # with a separate energy head the class enters through the classifier's log p(y|x)
         y = torch.arange(data.n_classes, device=device).repeat_interleave(10)
         x0 = parts.precision.layout(parts.start_fn(len(y), y))
-        with frozen_model_state(model, train=parts.plan.generative), parts.precision.sampler_autocast():
-            x, _ = run_sampler(args.sampler, class_conditional(model), x0, args.n_steps * 10, args.sgld_lr,
+        chains = parts.ema.model if args.ema_chains else model
+        train = chains_in_train_mode(args.sampler, parts.plan.generative, args.ema_chains)
+        with frozen_model_state(chains, train=train) as chains, parts.precision.sampler_autocast():
+            x, _ = run_sampler(args.sampler, class_conditional(chains), x0, args.n_steps * 10, args.sgld_lr,
                                args.sgld_std, y=y, n_leapfrog=args.n_leapfrog, anneal_factor=args.anneal_factor)
         save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
         logger.image("samples/class_conditional", x, state.iteration)
 
 
+@torch.no_grad()
+def buffer_classes(parts):
+    """The classifier's class of every buffer image (eval mode, batches of 500; the model's state unchanged)."""
+    samples, layout = parts.buffer.samples, parts.precision.layout
+    with frozen_model_state(parts.model, train=False) as model:
+        return torch.cat([model.classify(layout(samples[i:i + 500])).argmax(1) for i in range(0, len(samples), 500)])
+
+
+def buffer_diagnosis(parts, classes):
+    """The buffer's class shares (by the classifier) and its chains' ages, as metrics."""
+    n_classes, steps = parts.plan.n_classes, parts.buffer.steps
+    share = torch.bincount(classes, minlength=n_classes).float() / len(classes)
+    values = {"buffer/mean_steps": float(steps.float().mean()), "buffer/never_sampled": int((steps == 0).sum())}
+    if parts.plan.classifying:
+        values.update({"buffer/min_class_share": float(share.min()), "buffer/max_class_share": float(share.max()),
+                       **{f"buffer/class_share/{c}": float(v) for c, v in enumerate(share.tolist())}})
+    return values
+
+
 def fid_of_buffer(parts, logger, iteration, epoch):
-    """FID/KID of a seeded random --fid_n of the buffer; no draw from the training RNG, so the run is unchanged."""
+    """FID/KID of a seeded random --fid_n of the buffer (per class predicted by the classifier too, when one is
+    trained) and the buffer's diagnosis; no draw from the training RNG, so the run is unchanged."""
     samples = parts.buffer.samples
     pick = torch.randperm(len(samples), generator=torch.Generator().manual_seed(parts.args.seed + iteration))
-    scores = parts.fid.score(samples[pick[:parts.args.fid_n].to(samples.device)].cpu())
-    values = {"fid/fid": scores["fid"], "fid/kid": scores["kid_mean"], "fid/kid_std": scores["kid_std"]}
+    pick = pick[:parts.args.fid_n].to(samples.device)
+    classes = buffer_classes(parts) if parts.plan.classifying else torch.zeros(len(samples), dtype=torch.long,
+                                                                                device=samples.device)
+    scores = parts.fid.score(samples[pick].cpu(), classes[pick].cpu().numpy() if parts.plan.classifying else None)
+    values = {"fid/fid": scores["fid"], "fid/kid": scores["kid_mean"], "fid/kid_std": scores["kid_std"],
+              **buffer_diagnosis(parts, classes),
+              **{f"fid/per_class/{c}": v["fid"] for c, v in scores.get("per_class", {}).items() if v["fid"] is not None}}
     logger.metrics(iteration, epoch=epoch, **values)
     logger.log(f"epoch {epoch}: FID {scores['fid']:.2f}, KID {scores['kid_mean']:.4f} of {scores['n_samples']} "
                f"buffer images ({scores['convention']}; reference {scores['reference']})")

@@ -8,7 +8,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 
-from models import build_model
+from models import build_model, recorded_arch
 from models.energy import compile_backbone
 from models.norms import ActNorm
 from utils.checkpoint import CheckpointDir, load_checkpoint
@@ -33,7 +33,7 @@ from utils.training.state import TrainState
 from utils.upstream import adopt_upstream_checkpoint
 from utils.wandb_mirror import WandbMirror
 
-ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "uncond", "spectral_norm")
+ARCH_KEYS = ("dataset", "model", "depth", "width", "norm", "act", "uncond", "spectral_norm")
 
 
 def load_data(args, device, dist_info):
@@ -100,7 +100,7 @@ def read_start_checkpoint(args, arch):
             ckpt = adopt_upstream_checkpoint(ckpt, arch, path)
     else:
         return None, None, []
-    theirs = ckpt.get("arch", {})
+    theirs = recorded_arch(ckpt.get("arch", {}))
     diff = [f"{k}={theirs.get(k)!r} in the checkpoint vs {v!r} in the flags" for k, v in arch.items() if theirs.get(k) != v]
     if diff:
         raise UserError(f"checkpoint {path} does not match the flags: " + "; ".join(diff))
@@ -124,7 +124,7 @@ def open_run_dir(args, dist_info, on_main):
 def make_model_and_optimizer(args, arch, device, dist_info):
     model = build_model(args.model, arch["n_classes"], arch["in_channels"], args.depth, args.width, args.norm,
                         args.dropout_rate, args.uncond, arch["image_size"], args.spectral_norm,
-                        log_normaliser=args.objective == "nce").to(device)
+                        log_normaliser=args.objective == "nce", act=args.act).to(device)
     if args.sync_bn and dist_info.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     params = model.class_output.parameters() if args.clf_only else model.parameters()

@@ -2,6 +2,8 @@
 import json
 import os
 
+import torch
+
 from models import load_weights
 from utils.checkpoint import atomic_torch_save, atomic_write_text, rng_state, set_rng_state
 from utils.distributed import gather_cat, gather_objects, on_main
@@ -25,15 +27,23 @@ class TrainState:
         n = len(samples) // self.dist.world
         return samples[self.dist.rank * n:(self.dist.rank + 1) * n].to(self.buffer.samples.device)
 
+    def _restore_buffer(self, ckpt):
+        """This rank's share of the checkpoint's chains and their step counts (zeros where it predates them)."""
+        self.buffer.samples = self._shard(ckpt["replay_buffer"])
+        steps = ckpt.get("buffer_steps")
+        self.buffer.steps = self._shard(steps) if steps is not None else \
+            torch.zeros(len(self.buffer.samples), dtype=torch.long, device=self.buffer.samples.device)
+
     def save(self, name=None):
         """Write a rolling checkpoint (and last_ckpt.pt), or the file `name`; every rank takes part."""
         samples = gather_cat(self.buffer.samples, self.dist) if self.buffer is not None else None
+        steps = gather_cat(self.buffer.steps, self.dist) if self.buffer is not None else None
         rngs = gather_objects(rng_state(), self.dist)
 
         def write():
             payload = {"model_state_dict": self.model.state_dict(), "optimizer_state_dict": self.optim.state_dict(),
                        "ema_state_dict": self.ema.state_dict() if self.ema is not None else None,
-                       "replay_buffer": samples, "rng": rngs, "arch": self.arch, "args_json": json.dumps(vars(self.args)),
+                       "replay_buffer": samples, "buffer_steps": steps, "rng": rngs, "arch": self.arch, "args_json": json.dumps(vars(self.args)),
                        **{k: getattr(self, k) for k in COUNTERS}, "px_stream": self.px_stream.position(),
                        "lab_stream": self.lab_stream.position(),
                        "thermo": self.thermo.state_dict() if self.thermo is not None else None}
@@ -59,7 +69,7 @@ class TrainState:
             else:
                 self.ema.load_state_dict(ckpt["ema_state_dict"])
         if self.buffer is not None:
-            self.buffer.samples = self._shard(ckpt["replay_buffer"])
+            self._restore_buffer(ckpt)
         for k in COUNTERS:
             setattr(self, k, ckpt[k])
         self.px_stream.seek(**ckpt["px_stream"])
@@ -76,7 +86,7 @@ class TrainState:
             self.ema.reset_to(self.model)
         saved = ckpt.get("replay_buffer")
         if self.buffer is not None and saved is not None and len(saved) == self.args.buffer_size:
-            self.buffer.samples = self._shard(saved)
+            self._restore_buffer(ckpt)
         logger.log(f"loaded weights from {path}")
 
     def advance(self, iters_per_epoch):

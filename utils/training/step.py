@@ -6,7 +6,7 @@ import torch
 from torch.profiler import record_function
 
 from models.energy import weights_frozen
-from utils.sampling.samplers import run_sampler
+from utils.sampling.samplers import chains_in_train_mode, run_sampler
 from utils.thermo import energies as thermo_energies
 from utils.training.sam import SharpnessAware, running_statistics_frozen
 
@@ -28,9 +28,8 @@ def draw_chains(parts, y_q, want_trace):
     if buffer is None:
         x0 = parts.start_fn(args.batch_size, y_q)
     else:
-        x0, idx = buffer.draw(args.batch_size, parts.start_fn, args.reinit_freq, y_q)
-    # eval mode: measurement chains leave the BatchNorm statistics of training alone, and the average keeps its own
-    if not parts.plan.generative or args.ema_chains:
+        x0, idx, steps = buffer.draw(args.batch_size, parts.start_fn, args.reinit_freq, y_q)
+    if not chains_in_train_mode(args.sampler, parts.plan.generative, args.ema_chains):
         model.eval()
     trace = [] if want_trace else None
     with precision.sampler_autocast(), weights_frozen(model):
@@ -38,7 +37,7 @@ def draw_chains(parts, y_q, want_trace):
                                 y=y_q, n_leapfrog=args.n_leapfrog, trace=trace, anneal_factor=args.anneal_factor)
     parts.model.train()
     if buffer is not None:
-        buffer.update(idx, x_q)
+        buffer.update(idx, x_q, steps + args.n_steps)
     return x_q, info, trace
 
 
