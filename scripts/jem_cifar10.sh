@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
-launch_training train_maebm.py --dataset cifar10 --data_root "$DATA_ROOT" \
+launch_training train_maebm.py --dataset cifar10 --data_root "$DATA_ROOT" --center_dir "$CENTER_DIR" \
   --lr .0001 --optimizer adam --weight_decay 0 \
   --px 1.0 --pyx 1.0 \
   --sigma .03 --width 10 --depth 28 --model wrn --norm none \
