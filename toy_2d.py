@@ -1,6 +1,7 @@
 """Train an EBM on a toy 2-D dataset (Gaussian mixture, rings) and compare its density with the exact one.
 Objectives: contrastive divergence with persistent chains (cd), or without chains: denoising or sliced score
-matching (dsm, ssm), noise-contrastive estimation against the Gaussian fitted to the data (nce).
+matching (dsm, ssm), noise-contrastive estimation against the Gaussian fitted to the data (nce), Energy Matching's
+flow from N(0, I) with its optional CD phase (energy_matching).
 
 Writes density.png (truth, learned density, samples), training.png, metrics.json (KL and total variation to
 the truth on a grid; log Z by quadrature and by AIS) and model.pt into --save_dir.
@@ -24,6 +25,7 @@ from utils.sampling.samplers import SAMPLERS, run_sampler
 from utils.toy import TOY_DATASETS, density_distances, grid_points
 from utils.training import px_loss
 from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, dsm_loss, nce_loss, ssm_loss
+from utils.training.energy_matching import EnergyMatchingLoss
 
 # upstream SGLD clamps to the image range [-1, 1]; points live on all of R^2
 TOY_SAMPLERS = [s for s in SAMPLERS if s != "sgld"]
@@ -35,12 +37,19 @@ def build_parser():
     p.add_argument("--dataset", default="mixture", choices=list(TOY_DATASETS),
                    help="mixture: 8 Gaussians (std 0.2) on a circle of radius 2; rings: radii 1, 2, 3 (std 0.08)")
     p.add_argument("--objective", default="cd", choices=["cd", *CHAIN_FREE_OBJECTIVES],
-                   help="cd: contrastive divergence with a replay buffer; dsm / ssm / nce: as in train_maebm.py "
-                        "(nce's noise: the Gaussian fitted to 10,000 data points); chain-free runs draw their "
-                        "plotted samples with --sampler at the end")
+                   help="cd: contrastive divergence with a replay buffer; dsm / ssm / nce / energy_matching: as in "
+                        "train_maebm.py (nce's noise: the Gaussian fitted to 10,000 data points; energy_matching's "
+                        "starts: N(0, I), its sampler: --sampler flow); chain-free runs draw their plotted samples "
+                        "with --sampler at the end")
     p.add_argument("--dsm_sigma", type=positive_float, default=0.1, help="dsm: the noise level")
     p.add_argument("--ssm_projections", type=positive_int, default=1, help="ssm: Rademacher projections per point")
     p.add_argument("--nce_ratio", type=positive_int, default=1, help="nce: noise draws per data point")
+    p.add_argument("--time_cutoff", type=probability, default=1.0, help="energy_matching: as in train_maebm.py")
+    p.add_argument("--cd_start_iter", type=nonneg_int, default=None,
+                   help="energy_matching: iteration from which the CD term joins (default: never)")
+    p.add_argument("--lambda_cd", type=nonneg_float, default=1e-3, help="energy_matching: weight of the CD term")
+    p.add_argument("--cd_trim_fraction", type=probability, default=0.1, help="energy_matching: as in train_maebm.py")
+    p.add_argument("--cd_neg_clamp", type=nonneg_float, default=0.02, help="energy_matching: as in train_maebm.py")
     p.add_argument("--n_iters", type=positive_int, default=2000, help="training iterations")
     p.add_argument("--batch_size", type=positive_int, default=256, help="data points and chains per iteration")
     p.add_argument("--hidden", type=positive_int, default=128, help="width of the two hidden Swish layers")
@@ -82,6 +91,7 @@ def evaluate(model, true_log_density, args):
 
 
 def plot(path, args, true_log_density, f_grid, data, samples):
+    """Truth, learned density and samples (the replay buffer for cd, the --sampler chains for the others)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -94,7 +104,8 @@ def plot(path, args, true_log_density, f_grid, data, samples):
     ax[1].imshow(torch.softmax(f_grid, 0).view(shape), origin="lower", extent=extent, cmap="viridis")
     ax[1].set_title("learned density exp(-E) / Z")
     ax[2].scatter(*data.T, s=2, alpha=0.4, label="data")
-    ax[2].scatter(*samples.T, s=2, alpha=0.4, label="replay buffer")
+    ax[2].scatter(*samples.T, s=2, alpha=0.4,
+                  label="replay buffer" if args.objective == "cd" else f"--sampler {args.sampler} chains")
     ax[2].set_xlim(-args.box, args.box)
     ax[2].set_ylim(-args.box, args.box)
     ax[2].set_aspect("equal")
@@ -125,9 +136,11 @@ def fitted_gaussian(points):
     return torch.distributions.MultivariateNormal(points.mean(0), covariance_matrix=torch.cov(points.T))
 
 
-def toy_loss(args, model, x_p, x_q, f_p, f_q, log_z, noise):
+def toy_loss(args, model, x_p, x_q, f_p, f_q, log_z, noise, em_loss, iteration):
     """The objective's loss on data x_p; x_q are the chains' samples (cd) or the noise draws (the others)."""
     neg_energy = lambda z: model(z)[0]
+    if args.objective == "energy_matching":
+        return em_loss(x_p, iteration=iteration)[0]
     if args.objective == "cd":
         return px_loss(f_p, f_q, args.l2_coeff, args.reg)
     if args.objective == "dsm":
@@ -143,6 +156,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
+    if args.objective == "energy_matching" and args.sampler != "flow":
+        raise UserError(f"--sampler {args.sampler}: --objective energy_matching samples with --sampler flow")
+    if args.objective == "energy_matching" and args.cd_trim_fraction >= 1:
+        raise UserError(f"--cd_trim_fraction: expected a fraction in [0, 1), got {args.cd_trim_fraction}")
     prepare_run_dir(args.save_dir, args.overwrite)
     logger = RunLogger(args.save_dir)
     logger.record_command(args)
@@ -155,6 +172,13 @@ def main(argv=None):
     start_fn = lambda n, y=None: (torch.rand(n, 2, device=device) * 2 - 1) * args.box
     buffer = ReplayBuffer(start_fn(args.buffer_size))
     noise = fitted_gaussian(sample_data(10000).float().to(device))
+    em_loss = None
+    if args.objective == "energy_matching":  # the paper's start: N(0, I); its sampler: the flow
+        start_fn = lambda n, y=None: torch.randn(n, 2, device=device)
+        em_loss = EnergyMatchingLoss(model, 1.0, 0.0, start_fn, (args.sampler, args.n_steps, args.sgld_lr,
+                                                                  args.sgld_std),
+                                     args.time_cutoff, args.cd_start_iter, args.lambda_cd, args.cd_trim_fraction,
+                                     args.cd_neg_clamp, bounds=None)
     rows, started = [], time.time()
     loss = f_p = f_q = None
     for it in range(args.n_iters + 1):
@@ -177,7 +201,7 @@ def main(argv=None):
         else:
             x_q = noise.sample((args.nce_ratio * args.batch_size,))  # the energy gap is read against the noise
         f_p, f_q = model(x_p)[0], model(x_q)[0]
-        loss = toy_loss(args, model, x_p, x_q, f_p, f_q, log_z, noise)
+        loss = toy_loss(args, model, x_p, x_q, f_p, f_q, log_z, noise, em_loss, it)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -192,9 +216,10 @@ def main(argv=None):
             p.requires_grad_(False)
         final["log_z_ais"], final["log_z_ais_se"] = ais_log_z(lambda z: -model_d(z)[0], 2, n_chains=args.ais_chains,
                                                               n_temps=args.ais_temps, base_std=args.prior_std)
-    if args.objective != "cd":  # the chain-free model's samples: --sampler chains from the uniform box
+    if args.objective != "cd":  # the chain-free model's samples: --sampler chains from the start
         buffer.samples, _ = run_sampler(args.sampler, model, start_fn(2000), args.n_steps, args.sgld_lr,
-                                        args.sgld_std, bounds=None, n_leapfrog=args.n_leapfrog)
+                                        args.sgld_std, bounds=None, n_leapfrog=args.n_leapfrog,
+                                        time_cutoff=args.time_cutoff)
     data = sample_data(2000).float()
     plot(os.path.join(args.save_dir, "density.png"), args, true_log_density, f_grid, data, buffer.samples[:2000].cpu())
     plot_training(os.path.join(args.save_dir, "training.png"), rows)

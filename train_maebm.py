@@ -89,6 +89,8 @@ def build_parser():
                         "data labels; gcl: j_ebm minus --gamma x marginal CD; dcl: cross-entropy only. Without chains: "
                         "dsm denoising score matching (--dsm_sigma), ssm sliced score matching (--ssm_projections), "
                         "nce noise-contrastive estimation against --init's exact density (--nce_ratio, log Z learned); "
+                        "energy_matching (Balcerak et al. 2025) -grad E regresses OT-paired straight paths from "
+                        "--init's starts to the data, then (--cd_start_iter) adds CD on --sampler flow's negatives; "
                         "their samples come from the sampler flags, e.g. --sampler annealed")
     g.add_argument("--gamma", type=float, default=1.0, help="gcl: weight of the marginal term that is unlearned")
     g.add_argument("--reg", default="asym", choices=["asym", "sym"],
@@ -102,6 +104,17 @@ def build_parser():
     g.add_argument("--ssm_dist", default="rademacher", choices=["rademacher", "gaussian"],
                    help="ssm: distribution of the projection vectors")
     g.add_argument("--nce_ratio", type=positive_int, default=1, help="nce: noise draws per data image")
+    g.add_argument("--time_cutoff", type=probability, default=1.0,
+                   help="energy_matching: path time from which the flow term fades linearly to 0 at t=1, and the flow "
+                        "sampler's noise rises from 0 to --sgld_std (the paper's 1.0: all paths, noise from t=1 on)")
+    g.add_argument("--cd_start_iter", type=nonneg_int, default=None,
+                   help="energy_matching: the iteration from which the CD term joins the flow term (default: never; "
+                        "the paper's second phase is its last 1.4%% of iterations)")
+    g.add_argument("--lambda_cd", type=nonneg_float, default=1e-3, help="energy_matching: weight of the CD term")
+    g.add_argument("--cd_trim_fraction", type=probability, default=0.1,
+                   help="energy_matching: fraction of negatives of highest energy left out of the CD term")
+    g.add_argument("--cd_neg_clamp", type=nonneg_float, default=0.02,
+                   help="energy_matching: floor -cd_neg_clamp of the weighted CD term (0: none)")
     g.add_argument("--sigma", type=nonneg_float, default=0.0, help="std of Gaussian noise added to p(x) data")
     g.add_argument("--eps", type=float, default=1, help=NOOP)
 
@@ -127,11 +140,12 @@ def build_parser():
                         "std N, no clamp of gradient or x); tutorial: noise then gradient clamped to +-0.03; "
                         "langevin: x + lr grad f + std N; langevin_exact: eps=--sgld_lr, x + eps^2/2 grad f + eps N; "
                         "annealed: langevin with step and noise annealed over the chain (--anneal_factor); "
+                        "flow: Energy Matching's x + lr grad f, noise-free before --time_cutoff, then + std N; "
                         "gd_momentum / adam: noise-free descent on E; mala / hmc: Metropolis-adjusted "
                         "(step --sgld_lr; acceptance logged)")
     g.add_argument("--sgld_lr", type=positive_float, default=1.0, help="sampler step size")
     g.add_argument("--sgld_std", type=nonneg_float, default=0.0,
-                   help="sampler noise std (sgld, tutorial, langevin, annealed)")
+                   help="sampler noise std (sgld, tutorial, langevin, annealed; flow: its Langevin tail)")
     g.add_argument("--anneal_factor", type=factor, default=ANNEAL_FACTOR,
                    help="annealed: the chain's first step is this many times --sgld_lr (noise sqrt as many times "
                         "--sgld_std), falling geometrically to 1x at its last")

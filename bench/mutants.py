@@ -34,6 +34,7 @@ E = "tests/test_ema.py::"
 C = "tests/test_chain_free.py::"
 D = "tests/test_device_data.py::"
 K = "tests/test_compile.py::"
+EM = "tests/test_energy_matching.py::"
 MUTANTS = [
     # the breaks first checked by hand (issue 14 and after), now kept here
     Mutant("hmc_accepts_every_proposal", "utils/sampling/samplers.py",
@@ -359,6 +360,59 @@ MUTANTS = [
     Mutant("cudnn_autotuner_never_on", "utils/device.py",
            (('    on = torch.device(device).type == "cuda"', "    on = False"),),
            ("tests/test_flags.py::test_cudnn_autotuner_on_cuda_only_and_recorded",)),
+    Mutant("census_counts_one_class_too_few", "utils/sampling/buffer.py",
+           (("    counts = torch.bincount(classes.cpu(), minlength=n_classes)",
+             "    counts = torch.bincount(classes.cpu(), minlength=n_classes)[:n_classes - 1]"),),
+           ("tests/test_sampling.py::test_buffer_census_counts_classes_and_chain_ages",)),
+    Mutant("ot_pairing_identity", "utils/training/energy_matching.py",
+           (("    perm[torch.as_tensor(targets)] = torch.as_tensor(starts)",
+             "    perm = torch.arange(len(targets))"),),
+           (EM + "test_ot_pairing_is_the_minimal_cost_permutation",)),
+    Mutant("flow_target_reversed", "utils/training/energy_matching.py",
+           (("    mse = ((s - (x1 - x0)) ** 2).flatten(1).mean(1)", "    mse = ((s - (x0 - x1)) ** 2).flatten(1).mean(1)"),),
+           (EM + "test_flow_loss_equals_its_formula", EM + "test_energy_matching_transports_a_gaussian_to_the_mixture")),
+    Mutant("flow_weight_ignores_cutoff", "utils/training/energy_matching.py",
+           (("    if cutoff >= 1:", "    if True:"),),
+           (EM + "test_flow_loss_equals_its_formula",)),
+    Mutant("cd_trim_drops_lowest_energies", "utils/training/energy_matching.py",
+           (("    e_neg = (-f_neg).sort().values", "    e_neg = (-f_neg).sort(descending=True).values"),),
+           (EM + "test_trimmed_cd_drops_the_highest_negative_energies_and_is_floored",)),
+    Mutant("cd_phase_one_iteration_late", "utils/training/energy_matching.py",
+           (("        return self.cd_start is not None and iteration >= self.cd_start",
+             "        return self.cd_start is not None and iteration > self.cd_start"),),
+           (EM + "test_the_cd_phase_starts_at_its_iteration_and_a_resume_across_it_is_bit_identical",)),
+    Mutant("cd_phase_by_call_count", "utils/training/energy_matching.py",
+           (("        return self.cd_start is not None and iteration >= self.cd_start",
+             "        self.calls = getattr(self, 'calls', -1) + 1\n"
+             "        return self.cd_start is not None and self.calls >= self.cd_start"),),
+           (EM + "test_the_cd_phase_starts_at_its_iteration_and_a_resume_across_it_is_bit_identical",)),
+    Mutant("flow_sampler_noisy_from_the_start", "utils/sampling/samplers.py",
+           (("        scale = flow_temperature_scale(k * dt, time_cutoff)", "        scale = 1.0"),),
+           (EM + "test_flow_sampler_is_noise_free_before_the_cutoff_and_continues_across_pieces",)),
+    Mutant("flow_sampler_window_ignored", "utils/sampling/samplers.py",
+           (("    first = window[0] if window else 0", "    first = 0"),),
+           (EM + "test_flow_sampler_is_noise_free_before_the_cutoff_and_continues_across_pieces",)),
+    Mutant("energy_matching_any_sampler", "utils/training/plan.py",
+           (('    if args.objective == "energy_matching" and args.px > 0 and args.sampler != "flow":',
+             '    if False:'),),
+           (EM + "test_bad_energy_matching_flags_give_one_line",)),
+    Mutant("resume_takes_the_first_gpus_rng", "utils/checkpoint.py",
+           (("        cuda = cuda[index] if index < len(cuda) else None", "        cuda = cuda[0]"),),
+           ("tests/test_training_pieces.py::"
+            "test_checkpoint_rng_holds_the_training_devices_cuda_state_and_resumes_with_fewer_gpus",)),
+    Mutant("checkpoint_rng_without_the_device", "utils/training/state.py",
+           (("        rngs = gather_objects(rng_state(self._device()), self.dist)",
+             "        rngs = gather_objects(rng_state(), self.dist)"),),
+           ("tests/test_training_pieces.py::"
+            "test_checkpoint_rng_holds_the_training_devices_cuda_state_and_resumes_with_fewer_gpus",)),
+    Mutant("exact_fid_keeps_cudnn_tf32", "utils/fid.py",
+           (('            return torch.backends.cudnn.flags(enabled=True, allow_tf32=self.precision == "tf32")',
+             '            return torch.backends.cudnn.flags(enabled=True, allow_tf32=True)'),),
+           ("tests/test_fid.py::test_exact_inception_turns_cudnn_tf32_off_on_cuda",)),
+    Mutant("fid_cache_key_without_device", "utils/fid.py",
+           (('                               "device": torch.device(device).type}, sort_keys=True)',
+             '                               }, sort_keys=True)'),),
+           (M + "test_fid_cache_is_keyed_by_the_exact_reference",)),
 ]
 
 

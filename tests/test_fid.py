@@ -131,6 +131,20 @@ def test_bf16_inception_is_close_and_says_approximate(inception):
     assert fid.PRECISIONS["bf16"].startswith("approximate") and not fid.PRECISIONS["exact"].startswith("approximate")
 
 
+def test_exact_inception_turns_cudnn_tf32_off_on_cuda():
+    """PyTorch leaves cuDNN's TF32 on by default: exact features on CUDA must turn it off, tf32 on."""
+    from types import SimpleNamespace
+    precision = lambda name, device: fid.InceptionFeatures._precision(SimpleNamespace(precision=name), device)
+    assert torch.backends.cudnn.allow_tf32  # PyTorch's default, which the exact path must not inherit
+    with precision("exact", torch.device("cuda")):
+        assert not torch.backends.cudnn.allow_tf32
+    with precision("tf32", torch.device("cuda")):
+        assert torch.backends.cudnn.allow_tf32
+    with precision("exact", torch.device("cpu")):
+        assert torch.backends.cudnn.allow_tf32  # nothing to change on the CPU
+    assert torch.backends.cudnn.allow_tf32
+
+
 class LabelledImages(torch.utils.data.Dataset):
     """Constant images whose value is their label, with torchvision's `targets`."""
 

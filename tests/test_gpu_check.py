@@ -13,7 +13,8 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
     report = json.load(open(out / "gpu_check.json"))
     parts = report["parts"]
     assert list(parts) == ["1 cuda tests", "2 published M-JEM iteration timed", "3 fp32 against the fast path",
-                           "4 SIGKILL and resume"] and all(p["status"] == "ok" for p in parts.values())
+                           "4 SIGKILL and resume", "5 exact FID features against the CPU's"]
+    assert all(p["status"] == "ok" for p in parts.values()), parts
     assert "passed" in parts["1 cuda tests"]["pytest"]
     timed = parts["2 published M-JEM iteration timed"]
     assert timed["cnn-1-1 fp32"]["ms_per_iter"] > 0 and timed["cnn-1-1 bf16_all"]["floor_multiple"] > 0
@@ -27,6 +28,7 @@ def test_gpu_check_smoke_writes_every_part(tmp_path):
     resumed = parts["4 SIGKILL and resume"]
     assert resumed["final_iterations"] == [8, 8] and resumed["bit_identical"]  # on the CPU: exactly the same run
     assert "## 4 SIGKILL and resume: ok" in open(out / "gpu_check.md").read() and "report:" in proc.stdout
+    assert parts["5 exact FID features against the CPU's"]["relative_difference"] == 0  # CPU against CPU
 
 
 def test_fid_of_samples_scores_an_npz(tmp_path, fmnist_root, fid_weights):

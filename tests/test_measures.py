@@ -56,8 +56,9 @@ def test_fid_cache_is_keyed_by_the_exact_reference(tmp_path, monkeypatch):
     scorer().reference()  # the same reference: read from the cache
     assert calls == [20] and scorer().cache_path == a.cache_path
     others = [scorer(seed=2), scorer(n_ref=30), scorer(precision="bf16"),
-              scorer(Subset(train, list(range(10, 60))))]  # --fid_every's p(x) subset, without the validation images
-    assert len({a.cache_path, *(o.cache_path for o in others)}) == 5
+              scorer(Subset(train, list(range(10, 60)))),  # --fid_every's p(x) subset, without the validation images
+              fid_module.FidScorer(train, str(tmp_path), "toy", "cuda", n_ref=20)]  # CPU statistics never serve CUDA
+    assert len({a.cache_path, *(o.cache_path for o in others)}) == 6
     # the same images reached through a Subset are the same reference
     assert scorer(Subset(train, list(range(60))), n_ref=0).cache_path == scorer(n_ref=0).cache_path
     # a file of another reference under this name (an older cache, a copy) is recomputed, never reused
@@ -201,8 +202,8 @@ def test_class_conditional_grids_during_training_sample_as_training_chains(name,
         return x, {}
     monkeypatch.setattr(reporting, "run_sampler", sampler)
     args = SimpleNamespace(novis=False, plot_uncond=False, plot_cond=True, uncond=False, sampler=name, n_steps=2,
-                           sgld_lr=1.0, sgld_std=0.0, n_leapfrog=1, anneal_factor=100.0, save_dir=str(tmp_path),
-                           ema_chains=False)
+                           sgld_lr=1.0, sgld_std=0.0, n_leapfrog=1, anneal_factor=100.0, time_cutoff=1.0,
+                           save_dir=str(tmp_path), ema_chains=False)
     os.makedirs(tmp_path / "samples")  # made by the run directory's set-up
     logger = SimpleNamespace(image=lambda *a: None, metrics=lambda *a, **k: None, log=lambda *a: None)
     parts = SimpleNamespace(args=args, model=model, device=torch.device("cpu"), dist=DistInfo(),

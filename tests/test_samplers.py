@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from utils.sampling.samplers import (SAMPLERS, adam_sample, annealed_langevin_sample, gd_momentum_sample, hmc_sample,
-                                     langevin_exact_sample, langevin_sample, mala_sample, run_sampler, tutorial_sample)
+from utils.sampling.samplers import (SAMPLERS, adam_sample, annealed_langevin_sample, flow_sample, gd_momentum_sample,
+                                     hmc_sample, langevin_exact_sample, langevin_sample, mala_sample, run_sampler,
+                                     tutorial_sample)
 from utils.sampling.sgld import sgld_sample
 
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)
@@ -102,6 +103,7 @@ DIRECT = {
     "langevin": lambda x: langevin_sample(neg_energy, x, 5, 0.3, 0.05, (-1, 1)),
     "langevin_exact": lambda x: langevin_exact_sample(neg_energy, x, 5, 0.3, (-1, 1)),
     "annealed": lambda x: annealed_langevin_sample(neg_energy, x, 5, 0.3, 0.05, 100.0, bounds=(-1, 1)),
+    "flow": lambda x: flow_sample(neg_energy, x, 5, 0.3, 0.05, 1.0, bounds=(-1, 1)),  # t = 1.2 at the last step: noise
     "gd_momentum": lambda x: gd_momentum_sample(neg_energy, x, 5, 0.3, bounds=(-1, 1)),
     "adam": lambda x: adam_sample(neg_energy, x, 5, 0.3, bounds=(-1, 1)),
     "mala": lambda x: (lambda s, i: (s.clamp(-1, 1), i))(*mala_sample(neg_energy, x, 5, 0.3)),

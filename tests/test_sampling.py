@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.sampling.buffer import ReplayBuffer, uniform_start
+from utils.sampling.buffer import ReplayBuffer, buffer_census, uniform_start
 from utils.sampling.sgld import sgld_sample
 from utils.sampling.starts import make_start_fn
 
@@ -114,3 +114,14 @@ def test_standard_gaussian_and_data_plus_noise_starts():
     centre = torch.where(x.mean(dim=(1, 2, 3)) > 0, 0.5, -0.5).view(-1, 1, 1, 1)
     assert float((x - centre).std()) == pytest.approx(0.05, abs=0.003)
     assert 0.45 < float((centre > 0).float().mean()) < 0.55
+
+
+def test_buffer_census_counts_classes_and_chain_ages():
+    classes = torch.tensor([0, 2, 2, 2, 1, 2])
+    steps = torch.tensor([0, 5, 10, 0, 3, 6])
+    census = buffer_census(classes, steps, 4)
+    assert census["class_counts"] == [1, 1, 4, 0]
+    assert census["class_shares"] == pytest.approx([1 / 6, 1 / 6, 4 / 6, 0])
+    assert (census["min_class_share"], census["max_class_share"]) == (0.0, pytest.approx(4 / 6))
+    assert (census["never_sampled"], census["min_steps"]) == (2, 0) and census["mean_steps"] == pytest.approx(4)
+    assert "mean_steps" not in buffer_census(classes, None, 4)

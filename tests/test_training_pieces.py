@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train_maebm
-from utils.checkpoint import CheckpointDir, load_checkpoint
+from utils.checkpoint import CheckpointDir, load_checkpoint, rng_state, set_rng_state
 from utils.distributed import DistInfo
 from utils.errors import UserError
 from utils.precision import precision_policy
@@ -162,3 +162,32 @@ def test_jem_sampler_is_jems_sample_q(tmp_path):
     assert torch.allclose(got, expected, atol=1e-5) and got.abs().max() > 1.2  # neither x nor the gradient clamped
     assert not torch.allclose(got, in_train_mode, atol=1e-3)  # BatchNorm on batch statistics moves other chains
     assert parts.model.training and all(torch.equal(v, parts.model.state_dict()[k]) for k, v in statistics.items())
+
+
+def test_checkpoint_rng_holds_the_training_devices_cuda_state_and_resumes_with_fewer_gpus(monkeypatch, tmp_path):
+    """A checkpoint written where 8 GPUs were visible (the old format: every device's state) resumes on cuda:1 of a
+    machine with 2; the new format holds the training device's state only; a CPU run touches no CUDA generator."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((state, device)))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.full((4,), torch.device(device).index))
+    states = [torch.full((4,), i, dtype=torch.uint8) for i in range(8)]
+    old = {**rng_state(), "cuda": states}
+    set_rng_state(old, torch.device("cuda", 1))
+    assert len(calls) == 1 and torch.equal(calls[0][0], states[1]) and calls[0][1] == torch.device("cuda", 1)
+    new = rng_state(torch.device("cuda", 1))
+    assert torch.equal(new["cuda"], torch.full((4,), 1))
+    set_rng_state(new, torch.device("cuda", 0))
+    assert torch.equal(calls[1][0], new["cuda"]) and calls[1][1] == torch.device("cuda", 0)
+    assert "cuda" not in rng_state(torch.device("cpu"))
+    set_rng_state(old, torch.device("cpu"))
+    set_rng_state({**old, "cuda": states[:1]}, torch.device("cuda", 3))  # no state for that index: left as it is
+    assert len(calls) == 2
+    # TrainState saves and restores through the training device (a run on cuda:1 resumed on cuda:0)
+    parts, state, _, logger = make_parts(tmp_path, "--uncond")
+    monkeypatch.setattr(TrainState, "_device", lambda self: torch.device("cuda", 1))
+    state.save()
+    ckpt = load_checkpoint(str(tmp_path / "run" / "last_ckpt.pt"))
+    assert torch.equal(ckpt["rng"][0]["cuda"], torch.full((4,), 1))
+    monkeypatch.setattr(TrainState, "_device", lambda self: torch.device("cuda", 0))
+    make_parts(tmp_path / "other", "--uncond")[1].restore(ckpt, logger)
+    assert torch.equal(calls[-1][0], torch.full((4,), 1)) and calls[-1][1] == torch.device("cuda", 0)

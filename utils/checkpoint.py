@@ -80,8 +80,9 @@ def load_checkpoint(path, map_location="cpu", allow_upstream=False):
     return ckpt
 
 
-def rng_state():
-    """Every RNG the training loop touches, as tensors and plain data (weights_only-loadable)."""
+def rng_state(device=None):
+    """Every RNG the training loop touches, as tensors and plain data (weights_only-loadable): of CUDA's, only the
+    training device's generator, so that a checkpoint resumes wherever any number of GPUs is visible."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -89,19 +90,27 @@ def rng_state():
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state, device=None):
+    """Restore rng_state()'s RNGs; the CUDA generator of `device` only. Older checkpoints hold every visible GPU's
+    state: the one at the training device's index is used when they have it."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is None or device is None or torch.device(device).type != "cuda":
+        return
+    index = torch.device(device).index or 0
+    if isinstance(cuda, (list, tuple)):
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
 
 
 class CheckpointDir:

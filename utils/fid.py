@@ -178,10 +178,12 @@ class InceptionFeatures(nn.Module):
         return pool, logits
 
     def _precision(self, device):
+        """bf16 autocast, TF32 convolutions, or exact: on CUDA with cuDNN's TF32 off (PyTorch's default has it on,
+        which would make exact and tf32 the same computation)."""
         if self.precision == "bf16":
             return torch.autocast(device.type, dtype=torch.bfloat16)
-        if self.precision == "tf32":
-            return torch.backends.cudnn.flags(enabled=True, allow_tf32=True)
+        if device.type == "cuda":
+            return torch.backends.cudnn.flags(enabled=True, allow_tf32=self.precision == "tf32")
         return contextlib.nullcontext()
 
     def _pool3(self, x):
@@ -297,7 +299,8 @@ class FidScorer:
 
     The cache is keyed by everything that defines the reference: dataset, split, the exact training images (a hash
     of their indices, so a seed or a validation split that changes them gives another file), n_ref, seed, Inception
-    weights and precision; the key is also stored in the file and checked on read, and a mismatch is recomputed."""
+    weights, precision and the kind of device; the key is also stored in the file and checked on read, and a mismatch is
+    recomputed."""
 
     def __init__(self, reference_set, cache_dir, name, device, batch_size=100, n_ref=0, seed=1, weights=None,
                  precision="exact", split="train"):
@@ -310,7 +313,9 @@ class FidScorer:
         self.key = json.dumps({"dataset": name, "split": split, "n_ref": n_ref or "all", "seed": seed,
                                "images": hashlib.sha1(images.numpy().tobytes()).hexdigest(),
                                "weights": "pytorch-fid" if weights is None else f"sha1:{file_digest(weights)}",
-                               "precision": precision, "convention": CONVENTION}, sort_keys=True)
+                               "precision": precision, "convention": CONVENTION,
+                               # features computed on another kind of device differ in the last bits
+                               "device": torch.device(device).type}, sort_keys=True)
         tag = "pytorchfid" + ("" if weights is None else "_custom") + ("" if precision == "exact" else f"_{precision}")
         digest = hashlib.sha1(self.key.encode()).hexdigest()[:12]
         self.cache_path = os.path.join(cache_dir, f"{name}_{split}_{n_ref or 'all'}_{tag}_{digest}.npz")

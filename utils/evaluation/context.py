@@ -139,6 +139,7 @@ class Evaluation:
         self.sgld_std = args.sgld_std if args.sgld_std is not None else self.train_args["sgld_std"]
         self.sampler = args.sampler or self.train_args.get("sampler", "sgld")
         self.anneal_factor = getattr(args, "anneal_factor", None) or self.train_args.get("anneal_factor", ANNEAL_FACTOR)
+        self.time_cutoff = self.train_args.get("time_cutoff", 1.0)
         override = getattr(args, "sampler_precision", "as_trained")
         self.precision = recorded_policy(self.train_args, device, None if override == "as_trained" else override)
         if self.precision.channels_last and model is not None:
@@ -253,7 +254,8 @@ class Evaluation:
                 with self.precision.sampler_autocast():
                     x, _ = run_sampler(self.sampler, model, x, min(every, n_steps - done), self.sgld_lr,
                                        self.sgld_std, y=yb, n_leapfrog=self.train_args.get("n_leapfrog", 10),
-                                       anneal_factor=self.anneal_factor, window=(done, n_steps))
+                                       anneal_factor=self.anneal_factor, window=(done, n_steps),
+                                       time_cutoff=self.time_cutoff)
                 if record:
                     snapshots.append(x[:10].cpu())
             out.append(x.cpu())
@@ -273,7 +275,7 @@ class Evaluation:
             with self.precision.sampler_autocast():
                 x, _ = run_sampler(self.sampler, self.model, self.precision.layout(xb), self.args.n_steps,
                                    self.sgld_lr, self.sgld_std, n_leapfrog=self.train_args.get("n_leapfrog", 10),
-                                   anneal_factor=self.anneal_factor)
+                                   anneal_factor=self.anneal_factor, time_cutoff=self.time_cutoff)
             return x.cpu()
         return self.batched(upstream if self.args.variant == "upstream" else project, x)
 

@@ -9,6 +9,7 @@ import torch
 from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError
 from utils.run_dir import save_grid
+from utils.sampling.buffer import buffer_census
 from utils.training.objectives import CONDITIONAL_OBJECTIVES
 
 
@@ -50,17 +51,14 @@ def buffer_diagnosis(ev, keep, classes):
     """How the scored buffer images came about: the classifier's class counts over the whole buffer and over the
     scored images, the sampler steps each entry had run since its start (training's count, saved with the buffer),
     and the classifier's agreement with the classes chains were drawn given."""
-    n_classes = ev.arch["n_classes"]
-    report = {"buffer_class_counts": torch.bincount(classes, minlength=n_classes).tolist(),
-              "scored_class_counts": torch.bincount(classes[keep], minlength=n_classes).tolist()}
-    steps = ev.ckpt.get("buffer_steps")
+    n_classes, steps = ev.arch["n_classes"], ev.ckpt.get("buffer_steps")
+    whole = buffer_census(classes, steps, n_classes)
+    scored = buffer_census(classes[keep], None if steps is None else steps.cpu()[keep], n_classes)
+    report = {"buffer_class_counts": whole["class_counts"], "scored_class_counts": scored["class_counts"]}
     if steps is not None:
-        steps = steps.cpu()
-        report.update({"buffer_entries_never_sampled": int((steps == 0).sum()),
-                       "buffer_mean_steps": float(steps.float().mean()),
-                       "scored_never_sampled": int((steps[keep] == 0).sum()),
-                       "scored_mean_steps": float(steps[keep].float().mean()),
-                       "scored_min_steps": int(steps[keep].min())})
+        report.update({"buffer_entries_never_sampled": whole["never_sampled"], "buffer_mean_steps": whole["mean_steps"],
+                       "scored_never_sampled": scored["never_sampled"], "scored_mean_steps": scored["mean_steps"],
+                       "scored_min_steps": scored["min_steps"]})
     blocks = buffer_block_labels(ev.ckpt, ev.train_args, n_classes)
     if blocks is not None:
         report["classifier_agrees_with_chain_classes"] = float((classes == blocks).float().mean())

@@ -9,6 +9,20 @@ def uniform_start(n, image_shape, device, generator=None):
     return torch.rand(n, *image_shape, device=device, generator=generator) * 2 - 1
 
 
+def buffer_census(classes, steps, n_classes):
+    """What a set of buffer entries holds: each class's count and share (classes as given, e.g. the classifier's)
+    and, where known (steps not None), how many sampler steps the entries ran since their start."""
+    counts = torch.bincount(classes.cpu(), minlength=n_classes)
+    share = counts.float() / max(len(classes), 1)
+    census = {"class_counts": counts.tolist(), "class_shares": share.tolist(),
+              "min_class_share": float(share.min()), "max_class_share": float(share.max())}
+    if steps is not None:
+        steps = steps.cpu()
+        census.update({"never_sampled": int((steps == 0).sum()), "mean_steps": float(steps.float().mean()),
+                       "min_steps": int(steps.min())})
+    return census
+
+
 class ReplayBuffer:
     """Persistent chains; each draw re-initialises a `reinit_freq` fraction from `start_fn`.
 

@@ -45,7 +45,7 @@ class ProgressTrace(list):
 
 
 def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, n_leapfrog, seed, device, autocast,
-                    anneal_factor=ANNEAL_FACTOR):
+                    anneal_factor=ANNEAL_FACTOR, time_cutoff=1.0):
     """(samples, trace (n_steps, 2, n)) of `n` chains run `n_steps` from start_fn in eval mode.
 
     Seeded inside a forked RNG, so the chains start from the same noise every time and the training run's
@@ -60,6 +60,6 @@ def long_run_chains(model, start_fn, n, n_steps, sampler, step_size, noise_std, 
         x0 = start_fn(n)
         with autocast():
             x, _ = run_sampler(sampler, model, x0, n_steps, step_size, noise_std, n_leapfrog=n_leapfrog, trace=trace,
-                               anneal_factor=anneal_factor)
+                               anneal_factor=anneal_factor, time_cutoff=time_cutoff)
     model.train(was_training)
     return x, torch.stack(trace)

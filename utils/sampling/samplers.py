@@ -11,7 +11,8 @@ import torch
 from utils.sampling.sgld import input_grad, record_trace, sgld_sample
 
 ANNEAL_FACTOR = 100.0  # --anneal_factor's default: the first annealed step is 100x the last
-SAMPLERS = ("sgld", "jem", "tutorial", "langevin", "langevin_exact", "annealed", "gd_momentum", "adam", "mala", "hmc")
+SAMPLERS = ("sgld", "jem", "tutorial", "langevin", "langevin_exact", "annealed", "flow", "gd_momentum", "adam", "mala",
+            "hmc")
 EVAL_MODE_SAMPLERS = ("jem",)  # JEM's sample_q runs the model in eval mode
 
 
@@ -51,6 +52,30 @@ def langevin_sample(neg_energy, x, n_steps, step_size, noise_std, bounds=None, t
         record_trace(trace, f, g)
         x = _clamp(x + step_size * g + noise_std * torch.randn_like(x), bounds)
     return x.detach(), {}
+
+
+def flow_temperature_scale(t, cutoff):
+    """The flow sampler's noise variance at time t, as a fraction of the tail's: 0 before `cutoff`, rising linearly
+    to 1 at t = 1, then 1 (Energy Matching's epsilon(t) over epsilon_max)."""
+    if t >= 1:
+        return 1.0
+    return 0.0 if t < cutoff else (t - cutoff) / (1 - cutoff)
+
+
+def flow_sample(neg_energy, x, n_steps, dt, noise_std, time_cutoff=1.0, window=None, bounds=(-1, 1), trace=None):
+    """Energy Matching's sampler: at time t = k dt, x <- x + dt grad f + noise_std sqrt(scale(t)) N (scale:
+    flow_temperature_scale), a noise-free gradient flow that becomes Langevin at t = 1 (noise_std = sqrt(2 dt
+    epsilon_max) in the paper's terms); images clamped once, after the chain. `window` = (first step, total) when
+    the chain runs in pieces."""
+    first = window[0] if window else 0
+    for k in range(first, first + n_steps):
+        f, g = _grad_f(neg_energy, x)
+        record_trace(trace, f, g)
+        x = x + dt * g
+        scale = flow_temperature_scale(k * dt, time_cutoff)
+        if scale > 0 and noise_std > 0:
+            x = x + noise_std * scale ** 0.5 * torch.randn_like(x)
+    return _clamp(x.detach(), bounds), {}
 
 
 def anneal_scale(factor, step, total):
@@ -154,9 +179,9 @@ def hmc_sample(neg_energy, x, n_steps, step_size, n_leapfrog=10, trace=None):
 
 
 def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-1, 1), n_leapfrog=10, trace=None,
-                anneal_factor=ANNEAL_FACTOR, window=None):
+                anneal_factor=ANNEAL_FACTOR, window=None, time_cutoff=1.0):
     """Dispatch by --sampler name for an EnergyModel (f(x) or f(x)[y]); returns (samples, info). `anneal_factor` and
-    `window`: see annealed_langevin_sample."""
+    `window`: see annealed_langevin_sample; `time_cutoff`: see flow_sample."""
     if name == "sgld":
         return sgld_sample(model, x, n_steps, step_size, noise_std, y=y, trace=trace), {}
     neg_energy = lambda z: model(z, y)[0]
@@ -169,6 +194,8 @@ def run_sampler(name, model, x, n_steps, step_size, noise_std, y=None, bounds=(-
     if name == "annealed":
         return annealed_langevin_sample(neg_energy, x, n_steps, step_size, noise_std, anneal_factor, window, bounds,
                                         trace)
+    if name == "flow":
+        return flow_sample(neg_energy, x, n_steps, step_size, noise_std, time_cutoff, window, bounds, trace)
     if name == "langevin_exact":
         return langevin_exact_sample(neg_energy, x, n_steps, step_size, bounds, trace)
     if name == "gd_momentum":

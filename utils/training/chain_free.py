@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from utils.sampling.frozen import frozen_model_state
 from utils.training.objectives import pyx_loss
 
-CHAIN_FREE_OBJECTIVES = ("dsm", "ssm", "nce")
+CHAIN_FREE_OBJECTIVES = ("dsm", "ssm", "nce", "energy_matching")  # no persistent chains, no replay buffer
 
 
 def score(neg_energy, x):
@@ -86,8 +86,9 @@ class ChainFreeLoss(nn.Module):
     def neg_energy(self, x, y=None):
         return self.model(x, y)[0]
 
-    def generative_term(self, x):
-        """(loss, detached values to log) of the objective on a batch of data images."""
+    def generative_term(self, x, iteration=0):
+        """(loss, detached values to log) of the objective on a batch of data images (at `iteration`, which only
+        energy_matching's phases depend on)."""
         if self.objective == "dsm":
             sigma = self.sigmas[torch.randint(len(self.sigmas), (len(x),), device=x.device)]
             loss, f = dsm_loss(self.neg_energy, x, sigma, torch.randn_like(x))
@@ -107,11 +108,13 @@ class ChainFreeLoss(nn.Module):
         return loss, {"energy/f_data": f_data.detach().mean(), "energy/f_noise": f_noise.detach().mean(),
                       "nce/log_z": log_z.detach(), "nce/acc": acc}
 
-    def forward(self, x_data=None, x_samples=None, x_labelled=None, y_labelled=None, y_data=None, y_samples=None):
-        """(loss, detached values to log); terms whose weight is 0 take None inputs."""
+    def forward(self, x_data=None, x_samples=None, x_labelled=None, y_labelled=None, y_data=None, y_samples=None,
+                iteration=0):
+        """(loss, detached values to log); terms whose weight is 0 take None inputs. `iteration`: the loop's, which
+        only objectives with phases (energy_matching) read."""
         loss, logs = 0.0, {}
         if self.px > 0:
-            l_px, values = self.generative_term(x_data)
+            l_px, values = self.generative_term(x_data, iteration)
             loss = loss + self.px * l_px
             logs.update({"loss/px": l_px.detach(), **values})
         if self.pyx > 0:

@@ -78,8 +78,10 @@ class JointLoss(nn.Module):
         f_q, _ = self.model(x_samples)
         return px_loss(f_p, f_q, self.l2_coeff, self.reg), f_p, f_q
 
-    def forward(self, x_data=None, x_samples=None, x_labelled=None, y_labelled=None, y_data=None, y_samples=None):
-        """(loss, detached values to log); terms whose weight is 0 take None inputs."""
+    def forward(self, x_data=None, x_samples=None, x_labelled=None, y_labelled=None, y_data=None, y_samples=None,
+                iteration=0):
+        """(loss, detached values to log); terms whose weight is 0 take None inputs. `iteration`: the loop's, which
+        only objectives with phases (energy_matching) read."""
         loss, logs = 0.0, {}
         if self.px > 0:
             l_px, f_p, f_q = self.generative_term(x_data, y_data, x_samples, y_samples)

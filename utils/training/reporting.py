@@ -6,7 +6,7 @@ import torch
 from models.energy import class_conditional
 from utils.distributed import broadcast_object
 from utils.run_dir import read_metrics, save_grid
-from utils.sampling.buffer import uniform_start
+from utils.sampling.buffer import buffer_census, uniform_start
 from utils.sampling.diagnostics import chain_summary, long_run_chains, plot_chain_trace
 from utils.sampling.frozen import frozen_model_state
 from utils.sampling.samplers import chains_in_train_mode, run_sampler
@@ -42,7 +42,8 @@ def long_run(parts, logger, iteration, epoch):
     args, shape, device = parts.args, parts.image_shape, parts.device
     x, trace = long_run_chains(parts.model, lambda n: uniform_start(n, shape, device), args.long_run_n,
                                args.long_run_steps, args.sampler, args.sgld_lr, args.sgld_std, args.n_leapfrog,
-                               args.seed, device, parts.precision.sampler_autocast, args.anneal_factor)
+                               args.seed, device, parts.precision.sampler_autocast, args.anneal_factor,
+                               args.time_cutoff)
     values = chain_summary(trace, "long_run")
     logger.metrics(iteration, epoch=epoch, **values)
     logger.log(f"long-run chains ({args.long_run_steps} steps) after iteration {iteration}: "
@@ -88,7 +89,8 @@ def evaluate_epoch(parts, state, logger, epoch):
         train = chains_in_train_mode(args.sampler, parts.plan.generative, args.ema_chains)
         with frozen_model_state(chains, train=train) as chains, parts.precision.sampler_autocast():
             x, _ = run_sampler(args.sampler, class_conditional(chains), x0, args.n_steps * 10, args.sgld_lr,
-                               args.sgld_std, y=y, n_leapfrog=args.n_leapfrog, anneal_factor=args.anneal_factor)
+                               args.sgld_std, y=y, n_leapfrog=args.n_leapfrog, anneal_factor=args.anneal_factor,
+                               time_cutoff=args.time_cutoff)
         save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
         logger.image("samples/class_conditional", x, state.iteration)
 
@@ -103,12 +105,12 @@ def buffer_classes(parts):
 
 def buffer_diagnosis(parts, classes):
     """The buffer's class shares (by the classifier) and its chains' ages, as metrics."""
-    n_classes, steps = parts.plan.n_classes, parts.buffer.steps
-    share = torch.bincount(classes, minlength=n_classes).float() / len(classes)
-    values = {"buffer/mean_steps": float(steps.float().mean()), "buffer/never_sampled": int((steps == 0).sum())}
+    census = buffer_census(classes, parts.buffer.steps, parts.plan.n_classes)
+    values = {"buffer/mean_steps": census["mean_steps"], "buffer/never_sampled": census["never_sampled"]}
     if parts.plan.classifying:
-        values.update({"buffer/min_class_share": float(share.min()), "buffer/max_class_share": float(share.max()),
-                       **{f"buffer/class_share/{c}": float(v) for c, v in enumerate(share.tolist())}})
+        values.update({"buffer/min_class_share": census["min_class_share"],
+                       "buffer/max_class_share": census["max_class_share"],
+                       **{f"buffer/class_share/{c}": v for c, v in enumerate(census["class_shares"])}})
     return values
 
 

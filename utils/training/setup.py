@@ -24,6 +24,7 @@ from utils.sampling.buffer import ReplayBuffer
 from utils.sampling.starts import make_start_fn, start_density
 from utils.thermo import ThermoRecorder
 from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, ChainFreeLoss, start_log_z
+from utils.training.energy_matching import EnergyMatchingLoss
 from utils.training.ema import WeightAverage
 from utils.training.objectives import JointLoss
 from utils.training.plan import make_plan
@@ -169,9 +170,15 @@ def prepare_model(model, precision, data, device, fresh):
             model(precision.layout(first.to(device)))
 
 
-def make_loss(args, plan, model, device, dist_info, noise):
-    """The differentiable part of an iteration (`noise`: NCE's), wrapped in DistributedDataParallel under torchrun."""
-    if args.objective in CHAIN_FREE_OBJECTIVES:
+def make_loss(args, plan, model, device, dist_info, noise, start_fn):
+    """The differentiable part of an iteration (`noise`: NCE's; `start_fn`: Energy Matching's path and negative
+    starts), wrapped in DistributedDataParallel under torchrun."""
+    if args.objective == "energy_matching":
+        loss = EnergyMatchingLoss(model, args.px, args.pyx, start_fn, (args.sampler, args.n_steps, args.sgld_lr,
+                                                                       args.sgld_std),
+                                  args.time_cutoff, args.cd_start_iter, args.lambda_cd, args.cd_trim_fraction,
+                                  args.cd_neg_clamp).to(device)
+    elif args.objective in CHAIN_FREE_OBJECTIVES:
         loss = ChainFreeLoss(model, args.objective, args.px, args.pyx, args.dsm_sigmas or [args.dsm_sigma],
                              args.ssm_projections, args.ssm_dist, noise, args.nce_ratio).to(device)
     else:
@@ -247,7 +254,7 @@ def build_training(args, in_channels, image_size, image_shape, dist_info):
                             ema=ema, device=device, data=data, dist=dist_info, image_shape=image_shape,
                             iters_per_epoch=iters_per_epoch,
                             total_iters=min(args.n_epochs * iters_per_epoch, args.max_iters or float("inf")),
-                            loss=make_loss(args, plan, model, device, dist_info, noise),
+                            loss=make_loss(args, plan, model, device, dist_info, noise, start_fn),
                             fid=make_fid_scorer(args, data, buffer, device, dist_info))
     n_params = sum(p.numel() for p in model.parameters())
     logger.log(f"{args.dataset}: {data.n_train} train / {data.n_valid} valid / {data.n_test} test images; "

@@ -23,6 +23,9 @@ class TrainState:
         self.iteration = self.epoch = self.batch = self.rollbacks = 0
         self.best_valid_acc, self.lr_scale, self.rolled_back_to = -1.0, 1.0, None
 
+    def _device(self):
+        return next(self.model.parameters()).device
+
     def _shard(self, samples):
         n = len(samples) // self.dist.world
         return samples[self.dist.rank * n:(self.dist.rank + 1) * n].to(self.buffer.samples.device)
@@ -38,7 +41,7 @@ class TrainState:
         """Write a rolling checkpoint (and last_ckpt.pt), or the file `name`; every rank takes part."""
         samples = gather_cat(self.buffer.samples, self.dist) if self.buffer is not None else None
         steps = gather_cat(self.buffer.steps, self.dist) if self.buffer is not None else None
-        rngs = gather_objects(rng_state(), self.dist)
+        rngs = gather_objects(rng_state(self._device()), self.dist)
 
         def write():
             payload = {"model_state_dict": self.model.state_dict(), "optimizer_state_dict": self.optim.state_dict(),
@@ -74,7 +77,7 @@ class TrainState:
             setattr(self, k, ckpt[k])
         self.px_stream.seek(**ckpt["px_stream"])
         self.lab_stream.seek(**ckpt["lab_stream"])
-        set_rng_state(ckpt["rng"][self.dist.rank])
+        set_rng_state(ckpt["rng"][self.dist.rank], self._device())
         if self.thermo is not None and ckpt.get("thermo") is not None:
             self.thermo.load_state_dict(ckpt["thermo"])
         logger.truncate_metrics(self.iteration)

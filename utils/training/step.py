@@ -64,7 +64,7 @@ def train_step(parts, iteration, lr, want_trace, guard):
 
     def forward():
         with record_function("step/loss_forward"), parts.precision.loss_autocast():
-            return parts.loss(layout(x_p), x_q, layout(x_l), y_l, y_data=y_p, y_samples=y_q)
+            return parts.loss(layout(x_p), x_q, layout(x_l), y_l, y_data=y_p, y_samples=y_q, iteration=iteration)
 
     def backward(loss):
         with record_function("step/backward"):
