@@ -25,7 +25,7 @@ from utils.sampling.samplers import SAMPLERS, run_sampler
 from utils.toy import TOY_DATASETS, density_distances, grid_points
 from utils.training import px_loss
 from utils.training.chain_free import CHAIN_FREE_OBJECTIVES, dsm_loss, nce_loss, ssm_loss
-from utils.training.energy_matching import EnergyMatchingLoss
+from utils.training.energy_matching import EnergyMatchingLoss, check_energy_matching_flags
 
 # upstream SGLD clamps to the image range [-1, 1]; points live on all of R^2
 TOY_SAMPLERS = [s for s in SAMPLERS if s != "sgld"]
@@ -156,10 +156,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
-    if args.objective == "energy_matching" and args.sampler != "flow":
-        raise UserError(f"--sampler {args.sampler}: --objective energy_matching samples with --sampler flow")
-    if args.objective == "energy_matching" and args.cd_trim_fraction >= 1:
-        raise UserError(f"--cd_trim_fraction: expected a fraction in [0, 1), got {args.cd_trim_fraction}")
+    if args.objective == "energy_matching":
+        check_energy_matching_flags(args)
     prepare_run_dir(args.save_dir, args.overwrite)
     logger = RunLogger(args.save_dir)
     logger.record_command(args)

@@ -6,9 +6,19 @@ from scipy.optimize import linear_sum_assignment
 import torch
 
 from models.energy import weights_frozen
+from utils.errors import UserError
 from utils.sampling.frozen import frozen_model_state
 from utils.sampling.samplers import chains_in_train_mode, run_sampler
 from utils.training.chain_free import ChainFreeLoss, score
+
+
+def check_energy_matching_flags(args):
+    """The flags energy_matching needs, refused with one line otherwise (train_maebm.py and toy_2d.py alike)."""
+    if args.sampler != "flow":
+        raise UserError(f"--sampler {args.sampler}: --objective energy_matching draws its negatives and samples with "
+                        "its gradient flow; give --sampler flow (e.g. --n_steps 200 --sgld_lr 0.01 --sgld_std 0.014)")
+    if args.cd_trim_fraction >= 1:
+        raise UserError(f"--cd_trim_fraction: expected a fraction in [0, 1), got {args.cd_trim_fraction}")
 
 
 def ot_pairing(x0, x1):

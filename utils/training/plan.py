@@ -6,6 +6,7 @@ import torch
 
 from utils.errors import UserError
 from utils.training.chain_free import CHAIN_FREE_OBJECTIVES
+from utils.training.energy_matching import check_energy_matching_flags
 from utils.training.objectives import CONDITIONAL_OBJECTIVES, has_generative_term
 
 
@@ -50,11 +51,8 @@ def make_plan(args, n_classes, world):
     if args.objective == "ssm" and args.px > 0 and args.norm in ("batch", "instance") and args.model in ("wrn", "cnn"):
         raise UserError(f"--norm {args.norm}: --objective ssm takes third derivatives through the net, which "
                         "PyTorch's batch and instance norm do not support; use --norm layer, act or none")
-    if args.objective == "energy_matching" and args.px > 0 and args.sampler != "flow":
-        raise UserError(f"--sampler {args.sampler}: --objective energy_matching draws its negatives and samples with "
-                        "its gradient flow; give --sampler flow (e.g. --n_steps 200 --sgld_lr 0.01 --sgld_std 0.014)")
-    if args.objective == "energy_matching" and args.cd_trim_fraction >= 1:
-        raise UserError(f"--cd_trim_fraction: expected a fraction in [0, 1), got {args.cd_trim_fraction}")
+    if args.objective == "energy_matching" and args.px > 0:
+        check_energy_matching_flags(args)
     if args.objective == "nce" and args.init == "data":
         raise UserError("--objective nce needs a noise with an exact density: --init u, n, gm or gm_class, not data")
     if args.px == 0 and args.pyx == 0:
