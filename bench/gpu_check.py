@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.data import load_dataset, prepare_fashion_mnist  # noqa: E402
-from utils.errors import ArgumentParser, UserError  # noqa: E402
+from utils.errors import ArgumentParser, UserError, positive_int, run_cli  # noqa: E402
 from utils.run_dir import read_metrics  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def parse(argv=None):
                    help="Fashion-MNIST for part 3 (unpacked as the scripts do; missing: a toy set is written)")
     p.add_argument("--fashion_mnist_gz", default="/usr/share/datasets/fashion-mnist",
                    help="folder of Fashion-MNIST's *-ubyte.gz files (Debian's layout), unpacked into --data_root")
-    p.add_argument("--iters", type=int, default=300, help="part 3: iterations of each fp32 / fast-path run")
+    p.add_argument("--iters", type=positive_int, default=300, help="part 3: iterations of each fp32 / fast-path run")
     return p.parse_args(argv)
 
 
@@ -208,7 +208,7 @@ def exact_fid_features(a):
     import torch
     from utils.fid import load_inception
     g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(16 if a.smoke else 64, 1, 7, 7, generator=g), size=28,
+    x = torch.nn.functional.interpolate(torch.rand(4 if a.smoke else 64, 1, 7, 7, generator=g), size=28,
                                         mode="bilinear", align_corners=False) * 2 - 1
     try:
         cpu_net, source = load_inception(device="cpu", precision="exact")
@@ -238,4 +238,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -15,21 +15,24 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.data import image_transform, load_dataset  # noqa: E402
 from utils.fid import PRECISIONS, InceptionFeatures, extract, feature_stats, find_inception_weights, frechet_distance  # noqa: E402
-from utils.errors import ArgumentParser  # noqa: E402
+from utils.errors import ArgumentParser, UserError, fid_images, positive_int, run_cli  # noqa: E402
 
 
 def parse(argv=None):
     p = ArgumentParser("bench/inception.py", description=__doc__.split("\n")[0],
                        example="python bench/inception.py --data_root ./data --n 200 --out experiment/inception_bench")
     p.add_argument("--data_root", default="./data")
-    p.add_argument("--n", type=int, default=2000, help="images per set")
-    p.add_argument("--batch_size", type=int, default=100)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--n", type=fid_images, default=2000, help="images per set")
+    p.add_argument("--batch_size", type=positive_int, default=100)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS),
                    help="tf32 runs only on CUDA")
     p.add_argument("--layouts", nargs="+", default=["channels_last", "contiguous"], choices=["channels_last", "contiguous"])
     p.add_argument("--out", default="bench/inception.json")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible")
+    return a
 
 
 def image_sets(a):
@@ -70,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -17,7 +17,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from utils.errors import ArgumentParser  # noqa: E402
+from utils.errors import ArgumentParser, positive_int, run_cli  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ C = "tests/test_chain_free.py::"
 D = "tests/test_device_data.py::"
 K = "tests/test_compile.py::"
 EM = "tests/test_energy_matching.py::"
+CL = "tests/test_collectives.py::"
+R = "tests/test_restoration.py::"
 MUTANTS = [
     # the breaks first checked by hand (issue 14 and after), now kept here
     Mutant("hmc_accepts_every_proposal", "utils/sampling/samplers.py",
@@ -412,6 +414,59 @@ MUTANTS = [
            (('                               "device": torch.device(device).type}, sort_keys=True)',
              '                               }, sort_keys=True)'),),
            (M + "test_fid_cache_is_keyed_by_the_exact_reference",)),
+    Mutant("class_grid_on_rank_0_alone", "utils/training/reporting.py",
+           (("    cond = class_conditional_grid(parts) if args.plot_cond else None\n    if not dist.is_main:\n        return\n"
+             "    with main_only(dist, \"the epoch's sample grids\"):\n",
+             "    if not dist.is_main:\n        return\n    with main_only(dist, \"the epoch's sample grids\"):\n"
+             "        cond = class_conditional_grid(parts) if args.plot_cond else None\n"),),
+           (CL + "test_every_feature_issues_the_same_collectives_on_every_rank_through_a_stop_and_resume",)),
+    Mutant("rank_0_blocks_allow_collectives", "utils/distributed.py",
+           (("    if not info.enabled:\n        yield\n        return\n", "    if True:\n        yield\n        return\n"),),
+           (CL + "test_a_collective_in_a_rank_0_only_block_raises_instead_of_hanging",)),
+    Mutant("stop_signal_kept_by_one_rank", "utils/training/stop.py",
+           (("        if signum:\n            self.signum = signum\n", ""),),
+           (M + "test_stop_request_is_read_across_ranks_only_at_sync_points",)),
+    Mutant("augmentation_not_seeded_per_item", "utils/data.py",
+           (("            torch.manual_seed(seed)\n            return self.dataset[index]",
+             "            return self.dataset[index]"),),
+           (D + "test_dataloader_stream_resumed_mid_epoch_draws_the_same_augmentation",
+            "tests/test_train_e2e.py::test_folder_dataset_with_workers_resumed_mid_epoch_equals_uninterrupted")),
+    Mutant("item_seeds_not_skipped_on_resume", "utils/data.py",
+           (("        seeds = epoch_item_seeds(self.n, self.seed, self.epoch, self.rank, self.world)[self.start:]",
+             "        seeds = epoch_item_seeds(self.n, self.seed, self.epoch, self.rank, self.world)"),),
+           (D + "test_dataloader_stream_resumed_mid_epoch_draws_the_same_augmentation",
+            "tests/test_data.py::test_epoch_sampler_is_a_function_of_seed_and_epoch_and_can_skip")),
+    Mutant("sync_bn_allowed_on_the_cpu", "utils/training/setup.py",
+           (('    if device.type != "cuda":\n        raise UserError("--sync_bn',
+             '    if False:\n        raise UserError("--sync_bn'),),
+           ("tests/test_distributed.py::test_sync_bn_on_the_cpu_is_refused_in_one_line",)),
+    Mutant("fid_of_one_image_scored", "utils/fid.py",
+           (("        if len(samples) < MIN_IMAGES:", "        if len(samples) < 1:"),),
+           ("tests/test_fid.py::test_fid_of_fewer_than_two_images_is_refused_in_one_line",)),
+    Mutant("npz_key_unchecked", "bench/fid_of_samples.py",
+           (('            if "samples" not in z.files:', '            if False:'),),
+           ("tests/test_cli_errors.py::test_bench_bad_input",)),
+    Mutant("inpaint_mean_ignores_the_known_pixels", "utils/gaussian_posterior.py",
+           (("        out_mean[part] = torch.where(known[part], x[part], mean + z @ cov)",
+             "        out_mean[part] = torch.where(known[part], x[part], mean + 0 * z @ cov)"),),
+           (R + "test_gaussian_conditional_and_posterior_equal_direct_computations",)),
+    Mutant("wiener_filter_with_sigma_for_variance", "utils/gaussian_posterior.py",
+           (("    chol = torch.linalg.cholesky(cov + sigma ** 2 * torch.eye(", "    chol = torch.linalg.cholesky(cov + sigma * torch.eye("),),
+           (R + "test_gaussian_conditional_and_posterior_equal_direct_computations",)),
+    Mutant("conditional_sample_is_the_joint_draw", "utils/gaussian_posterior.py",
+           (("            out_draw[part] = torch.where(known[part, None], x[part, None], joint + w @ cov)",
+             "            out_draw[part] = torch.where(known[part, None], x[part, None], joint)"),),
+           (R + "test_gaussian_samples_follow_the_conditional_and_the_mixture_picks_the_evidences_class",)),
+    Mutant("mixture_weights_ignore_the_evidence", "utils/evaluation/restoration.py",
+           (("    weights = torch.softmax(logliks, 0)", "    weights = torch.full_like(logliks, 1 / len(logliks))"),),
+           (R + "test_gaussian_samples_follow_the_conditional_and_the_mixture_picks_the_evidences_class",)),
+    Mutant("chains_move_the_known_pixels", "utils/evaluation/restoration.py",
+           (("        return model(torch.where(known.to(z.device), kept.to(z.device, z.dtype), z), y)",
+             "        return model(z, y)"),),
+           (R + "test_chains_on_the_missing_pixels_of_a_gaussian_energy_sample_its_exact_conditional",)),
+    Mutant("completions_keep_the_chains_known_pixels", "utils/evaluation/restoration.py",
+           (("        ebm = torch.where(known, kept, ebm).reshape(", "        ebm = ebm.reshape("),),
+           (R + "test_inpaint_and_denoise_write_their_results_and_keep_the_known_pixels",)),
 ]
 
 
@@ -466,15 +521,13 @@ def main(argv=None):
                        example="python bench/mutants.py --jobs 2 --list")
     p.add_argument("--only", nargs="+", default=None, help="names of the breaks to run (default: all)")
     p.add_argument("--list", action="store_true", help="print each break and its tests, run nothing")
-    p.add_argument("--jobs", type=int, default=2, help="breaks tested at once")
-    p.add_argument("--timeout", type=int, default=900, help="seconds for one break's tests")
+    p.add_argument("--jobs", type=positive_int, default=2, help="breaks tested at once")
+    p.add_argument("--timeout", type=positive_int, default=900, help="seconds for one break's tests")
     a = p.parse_args(argv)
     names = {m.name for m in MUTANTS}
     unknown = sorted(set(a.only or ()) - names)
     if unknown:
         p.error(f"--only: unknown break(s) {', '.join(unknown)}; --list shows them")
-    if a.jobs < 1 or a.timeout < 1:
-        p.error("--jobs and --timeout must be at least 1")
     chosen = [m for m in MUTANTS if a.only is None or m.name in a.only]
     if a.list:
         for m in chosen:
@@ -482,7 +535,7 @@ def main(argv=None):
         return 0
     stale = stale_edits(chosen)
     if stale:  # checked before any run: one stale break must not stop the others halfway
-        p.error("breaks that no longer apply (update their text):\n" + "\n".join(stale))
+        p.error("breaks that no longer apply (update their text): " + "; ".join(stale))
     files = tree_files()
     with ThreadPoolExecutor(a.jobs) as pool:
         results = list(pool.map(lambda m: run_mutant(m, files, sys.executable, a.timeout), chosen))
@@ -494,4 +547,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

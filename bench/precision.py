@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from utils.errors import ArgumentParser, UserError, positive_float, positive_int, run_cli  # noqa: E402
+from utils.errors import ArgumentParser, UserError, fid_images, nonneg_int, positive_float, positive_int, run_cli  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("quality_bench", os.path.join(ROOT, "bench", "quality.py"))
 quality = importlib.util.module_from_spec(_spec)
@@ -39,12 +39,12 @@ def parse(argv):
     p.add_argument("--nets", nargs="+", type=positive_int, default=[1, 4],
                    help="widths of the small CNN (1: the quickstart's; 4: wide enough for AMX to pay)")
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--seeds", nargs="+", type=nonneg_int, default=[1, 2])
     p.add_argument("--minutes", type=positive_float, default=2.0, help="wall-clock budget of the equal-time runs")
-    p.add_argument("--n_fresh", type=positive_int, default=500, help="new chains scored per run and chain length")
+    p.add_argument("--n_fresh", type=fid_images, default=500, help="new chains scored per run and chain length")
     p.add_argument("--long_factor", type=positive_int, default=10)
     p.add_argument("--buffer_ratio", type=positive_float, default=0.05, help="buffer images scored per class")
-    p.add_argument("--fid_ref_n", type=positive_int, default=2000)
+    p.add_argument("--fid_ref_n", type=fid_images, default=2000)
     p.add_argument("--inception_precision", default="bf16", choices=["exact", "bf16", "tf32"])
     p.add_argument("--train_args", default="", help="extra flags for every training run")
     p.add_argument("--data_root", default="./data")

@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.data import image_transform, load_dataset  # noqa: E402
-from utils.errors import ArgumentParser, UserError, nonneg_int, positive_float, positive_int, run_cli  # noqa: E402
+from utils.errors import ArgumentParser, UserError, fid_images, nonneg_int, positive_float, positive_int, run_cli  # noqa: E402
 from utils.evaluation.generative import random_grid  # noqa: E402
 from utils.fid import FidScorer  # noqa: E402
 from utils.precision import cpu_has_amx  # noqa: E402
@@ -112,13 +112,13 @@ def parse(argv):
                    help="also score these finished training runs (e.g. a quickstart's) under the same protocol, "
                         "as rows after the recipes")
     p.add_argument("--minutes", type=positive_float, default=2.0, help="wall-clock training budget of each recipe")
-    p.add_argument("--n_fresh", type=positive_int, default=2000, help="new chains scored per sampler setting")
+    p.add_argument("--n_fresh", type=fid_images, default=2000, help="new chains scored per sampler setting")
     p.add_argument("--long_factor", type=nonneg_int, default=10,
                    help="the long chains run this many times K steps (0: no long chains)")
     p.add_argument("--buffer_ratio", type=positive_float, default=0.2,
                    help="buffer images scored: this fraction per predicted class, most confident first (upstream's "
                         "selection; a p(x)-only model ranks by energy)")
-    p.add_argument("--fid_ref_n", type=positive_int, default=2000, help="training images of the FID reference")
+    p.add_argument("--fid_ref_n", type=fid_images, default=2000, help="training images of the FID reference")
     p.add_argument("--inception_precision", default="auto", choices=["auto", "exact", "bf16", "tf32"],
                    help="auto: bf16 on CUDA and on CPUs with AMX (about 3x faster there), else exact (on a CPU without "
                         "AMX, bf16 Inception ran 6x slower than fp32); the floor is measured the same way")
@@ -126,7 +126,7 @@ def parse(argv):
     p.add_argument("--data_root", default="./data")
     p.add_argument("--center_dir", default="./data/centers", help="one_center.py's output (fitted here if missing)")
     p.add_argument("--n_valid", type=positive_int, default=5000, help="training images held out (as the quickstart)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1],
+    p.add_argument("--seeds", nargs="+", type=nonneg_int, default=[1],
                    help="every row trains and scores once per seed; with several, the table shows mean (min-max)")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs at a time")
     p.add_argument("--threads", type=positive_int, default=None,

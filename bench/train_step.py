@@ -28,7 +28,7 @@ from models import build_model  # noqa: E402
 from models.energy import compile_backbone  # noqa: E402
 from utils.data import dataset_info  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
-from utils.errors import ArgumentParser, nonneg_int, positive_int  # noqa: E402
+from utils.errors import ArgumentParser, UserError, nonneg_int, positive_int, run_cli  # noqa: E402
 from utils.precision import compile_wanted, precision_policy  # noqa: E402
 from utils.sampling.buffer import ReplayBuffer  # noqa: E402
 from utils.sampling.starts import make_start_fn  # noqa: E402
@@ -85,7 +85,7 @@ def parse_net(text):
     model, _, rest = text.partition("-")
     depth, _, width = rest.partition("-")
     if not (depth.isdigit() and width.isdigit()):
-        raise SystemExit(f"--nets: expected MODEL-DEPTH-WIDTH such as wrn-16-2 or cnn-1-1, got {text!r}")
+        raise UserError(f"--nets: expected MODEL-DEPTH-WIDTH such as wrn-16-2 or cnn-1-1, got {text!r}")
     return model, int(depth), int(width)
 
 
@@ -281,4 +281,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

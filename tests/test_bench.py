@@ -56,7 +56,7 @@ def test_bench_times_the_quickstarts_real_loop_with_a_breakdown(tmp_path, fmnist
 
 def test_inception_bench_reports_every_precision_and_layout(tmp_path, fmnist_root, fid_weights):
     out = tmp_path / "inception.json"
-    common = ["--data_root", fmnist_root, "--n", "4", "--batch_size", "4", "--device", "cpu"]
+    common = ["--data_root", fmnist_root, "--n", "2", "--batch_size", "2", "--device", "cpu"]
     rows = {}
     for precision, layouts in (("exact", ["channels_last", "contiguous"]), ("bf16", ["channels_last"])):
         proc = run_script("bench/inception.py", *common, "--precisions", precision, "--layouts", *layouts, "--out", out,

@@ -6,12 +6,13 @@ table fast; an unexpected exception would fail the test just as a traceback woul
 import hashlib
 import os
 
+import numpy as np
 import pytest
 import torch
 
 import one_center
 import train_maebm
-from conftest import TINY, run_script
+from conftest import TINY, call_script, run_script
 from utils.errors import run_cli
 
 
@@ -111,3 +112,53 @@ def test_bad_input(name, script, build, expected, case_files, fmnist_root, fmnis
     assert expected in lines[0], lines[0]
     assert snapshot(case_files["existing"]) == before
     assert not os.path.exists(save) and not os.path.exists(tmp_path / "centers")  # nothing at all was written
+
+
+BENCH_CASES = [
+    # (name, script, args builder, expected text in the message); every case also gets --out (where the script has one)
+    ("samples file missing", "bench/fid_of_samples.py", lambda c: [c["empty"] + "/none.npz"], "none.npz: not found"),
+    ("samples file not an npz", "bench/fid_of_samples.py", lambda c: [c["corrupt"]], "not a readable .npz"),
+    ("samples under another key", "bench/fid_of_samples.py", lambda c: [c["no_key"]], "no array 'samples'"),
+    ("samples of another shape", "bench/fid_of_samples.py", lambda c: [c["rgb"]], "expected (N >= 2, 1, 28, 28)"),
+    ("one sample", "bench/fid_of_samples.py", lambda c: [c["one"]], "has shape (1, 1, 28, 28)"),
+    ("NaN samples", "bench/fid_of_samples.py", lambda c: [c["nan_npz"]], "NaN"),
+    ("reference of one image", "bench/fid_of_samples.py", lambda c: [c["one"], "--fid_ref_n", "1"], "--fid_ref_n"),
+    ("inception set of one", "bench/inception.py", lambda c: ["--n", "1"], "--n"),
+    ("inception zero batch", "bench/inception.py", lambda c: ["--batch_size", "0"], "--batch_size"),
+    ("inception unknown device", "bench/inception.py", lambda c: ["--device", "tpu"], "--device"),
+    ("gpu check zero iterations", "bench/gpu_check.py", lambda c: ["--iters", "0"], "--iters"),
+    ("train step malformed net", "bench/train_step.py", lambda c: ["--nets", "cnn-x"], "--nets"),
+    ("train step zero iterations", "bench/train_step.py", lambda c: ["--iters", "0"], "--iters"),
+    ("quality one new chain", "bench/quality.py", lambda c: ["--n_fresh", "1"], "--n_fresh"),
+    ("quality negative seed", "bench/quality.py", lambda c: ["--seeds", "-1"], "--seeds"),
+    ("quality buffer ratio of 1", "bench/quality.py", lambda c: ["--buffer_ratio", "1"], "--buffer_ratio"),
+    ("quality run without checkpoint", "bench/quality.py", lambda c: ["--score_runs", "a=" + c["empty"]], "--score_runs"),
+    ("precision without fp32", "bench/precision.py", lambda c: ["--policies", "bf16_all"], "fp32"),
+    ("precision reference of one", "bench/precision.py", lambda c: ["--fid_ref_n", "1"], "--fid_ref_n"),
+    ("mutants zero jobs", "bench/mutants.py", lambda c: ["--jobs", "0"], "--jobs"),
+    ("mutants unknown break", "bench/mutants.py", lambda c: ["--only", "no_such_break"], "unknown break"),
+]
+
+
+@pytest.fixture(scope="module")
+def bench_files(case_files, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench_cases")
+    images = np.zeros((4, 1, 28, 28), np.float16)
+    for name, arrays in (("no_key", {"x": images}), ("rgb", {"samples": np.zeros((4, 3, 32, 32), np.float16)}),
+                         ("one", {"samples": images[:1]}), ("nan_npz", {"samples": images + np.nan})):
+        np.savez(tmp / f"{name}.npz", **arrays)
+    return {**case_files, **{name: str(tmp / f"{name}.npz") for name in ("no_key", "rgb", "one", "nan_npz")}}
+
+
+@pytest.mark.parametrize("name,script,build,expected", BENCH_CASES, ids=[c[0] for c in BENCH_CASES])
+def test_bench_bad_input(name, script, build, expected, bench_files, fmnist_root, tmp_path):
+    out = tmp_path / "out"
+    extra = [] if script in ("bench/fid_of_samples.py", "bench/mutants.py") else ["--out", str(out)]
+    if script != "bench/mutants.py":
+        extra += ["--data_root", fmnist_root]
+    proc = call_script(script, *build(bench_files), *extra)
+    assert proc.returncode not in (0, None)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert expected in lines[0], lines[0]
+    assert not out.exists()

@@ -89,8 +89,13 @@ def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_can_skip():
     s = EpochSampler(50, seed=7)
     s.set_epoch(2)
     full = list(s)
-    assert sorted(full) == list(range(50))
+    assert sorted(i for i, _ in full) == list(range(50))
+    assert len({seed for _, seed in full}) == 50  # each item's transforms get their own seed
     s.set_epoch(2, start=20)
     assert list(s) == full[20:]
     s.set_epoch(3)
-    assert list(s) != full
+    assert [i for i, _ in s] != [i for i, _ in full] and {seed for _, seed in s}.isdisjoint(seed for _, seed in full)
+    shares = [EpochSampler(50, seed=7, rank=r, world=2) for r in (0, 1)]
+    for share in shares:
+        share.set_epoch(2)
+    assert sorted(list(shares[0]) + list(shares[1])) == sorted(full[:50])  # the ranks split the same pairs

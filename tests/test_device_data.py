@@ -152,3 +152,28 @@ def test_each_row_of_a_mixture_draw_has_a_uniform_class():
     classes = torch.cdist(rows.flatten(0, 1), start.mean).argmin(1).view(2000, 5)
     freq = torch.stack([(classes == c).double().mean(0) for c in range(4)])  # class x row position
     assert torch.allclose(freq, torch.full_like(freq, 0.25), atol=0.04)
+
+
+class NoisyItems(torch.utils.data.Dataset):
+    """Items with a random transform drawn from torch's RNG, as torchvision's augmentations draw theirs."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        return torch.full((3,), float(i)) + torch.rand(3), i
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_stream_resumed_mid_epoch_draws_the_same_augmentation(workers):
+    whole = ResumableStream(make_loader(NoisyItems(), 4, 3, workers))
+    batches = [whole.next() for _ in range(16)]  # over the epoch boundary at 10
+    first = ResumableStream(make_loader(NoisyItems(), 4, 3, workers))
+    for _ in range(7):
+        first.next()
+    torch.manual_seed(123)  # the resumed process's own RNG must not matter
+    resumed = ResumableStream(make_loader(NoisyItems(), 4, 3, workers))
+    resumed.seek(**first.position())
+    for (x, y), (xr, yr) in zip(batches[7:], (resumed.next() for _ in range(9)), strict=True):
+        assert torch.equal(y, yr) and torch.equal(x, xr)
+    assert not torch.equal(batches[0][0] - batches[0][1][:, None], batches[10][0] - batches[10][1][:, None])

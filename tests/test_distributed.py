@@ -47,3 +47,10 @@ def test_buffer_must_split_evenly_across_processes(tmp_path, fmnist_root, fmnist
     proc = torchrun("--data_root", fmnist_root, "--center_dir", fmnist_centers, *FLAGS, "--buffer_size", "101",
                     "--save_dir", tmp_path / "run", check=False)
     assert proc.returncode != 0 and "--buffer_size: 101 is not divisible by the 2 processes" in proc.stderr
+
+
+def test_sync_bn_on_the_cpu_is_refused_in_one_line(tmp_path, fmnist_root, fmnist_centers):
+    proc = torchrun("--data_root", fmnist_root, "--center_dir", fmnist_centers, *FLAGS, "--sync_bn",
+                    "--save_dir", tmp_path / "run", check=False)
+    assert proc.returncode != 0 and "error: --sync_bn: SyncBatchNorm runs on CUDA devices only" in proc.stderr
+    assert "ValueError" not in proc.stderr  # torch's own refusal comes later, as a traceback (torchrun adds its own)

@@ -136,6 +136,12 @@ def test_fid_of_buffer_with_cached_reference(trained, tmp_path):
     ("other dataset", 0, ["--eval", "test_clf", "--dataset", "cifar10"], "does not match"),
     ("labels on unconditional model", 1, ["--eval", "cali"], "without labels"),
     ("unknown mode", 0, ["--eval", "bogus"], "--eval"),
+    ("FID of one new chain", 0, ["--eval", "fid", "--fresh_samples", "1", "--n_steps", "1"], "--fresh_samples"),
+    ("FID reference of one image", 0, ["--eval", "fid", "--fid_ref_n", "1"], "--fid_ref_n"),
+    ("unknown mask", 0, ["--eval", "inpaint", "--masks", "centre", "top"], "--masks"),
+    ("negative noise level", 0, ["--eval", "denoise", "--noise_levels", "0.1", "-0.3"], "--noise_levels"),
+    ("no draws", 0, ["--eval", "inpaint", "--n_draws", "0"], "--n_draws"),
+    ("restoration of one image", 0, ["--eval", "denoise", "--n_points", "1"], "--n_points"),
 ])
 def test_eval_bad_input(name, ckpt_index, extra, expected, trained, tmp_path):
     ckpt = str(tmp_path / "none.pt") if ckpt_index is None else trained[ckpt_index]

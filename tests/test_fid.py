@@ -12,6 +12,7 @@ from pytorch_fid.inception import FID_WEIGHTS_URL
 import torch
 
 import utils.fid as fid
+from utils.errors import UserError
 from utils.offline import OFFLINE_ENV
 from utils.fid import (PYTORCH_FID_FILE, _fid_helper_path, convert_fid_helper_weights, extract, feature_stats,
                        frechet_distance, kernel_inception_distance, load_inception)
@@ -52,15 +53,15 @@ def test_fid_matches_pytorch_fid_cli(tmp_path, inception):
     # pytorch-fid loads its checkpoint strictly, fc included; pool3 features never touch fc, so zeros do.
     state["fc.weight"], state["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)
     torch.save(state, hub / PYTORCH_FID_FILE)
-    write_pngs(tmp_path / "a", smooth_images(40, 0))
-    write_pngs(tmp_path / "b", (smooth_images(40, 1) * 0.7 + 0.2))
+    write_pngs(tmp_path / "a", smooth_images(16, 0))
+    write_pngs(tmp_path / "b", (smooth_images(16, 1) * 0.7 + 0.2))
     proc = subprocess.run([sys.executable, "-m", "pytorch_fid", str(tmp_path / "a"), str(tmp_path / "b"), "--device",
-                           "cpu", "--batch-size", "20", "--num-workers", "0"], capture_output=True, text=True,
+                           "cpu", "--batch-size", "16", "--num-workers", "0"], capture_output=True, text=True,
                           env={**os.environ, "TORCH_HOME": str(tmp_path / "torch_home")}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     theirs = float(re.search(r"FID:\s+([0-9.eE+-]+)", proc.stdout).group(1))
-    fa, _ = extract(inception, read_pngs(tmp_path / "a"), batch_size=20)
-    fb, _ = extract(inception, read_pngs(tmp_path / "b"), batch_size=20)
+    fa, _ = extract(inception, read_pngs(tmp_path / "a"), batch_size=16)
+    fb, _ = extract(inception, read_pngs(tmp_path / "b"), batch_size=16)
     ours = frechet_distance(feature_stats(fa), feature_stats(fb))
     assert theirs > 1
     assert ours == pytest.approx(theirs, abs=1e-3)
@@ -77,7 +78,7 @@ def test_frechet_distance_equals_pytorch_fids_routine(n):
 
 
 def test_fid_is_zero_on_itself_and_grows_with_noise(inception):
-    x = smooth_images(40, 2) * 2 - 1
+    x = smooth_images(20, 2) * 2 - 1
     base, _ = extract(inception, x, batch_size=20)
     assert abs(frechet_distance(feature_stats(base), feature_stats(base))) < 1e-3
     g = torch.Generator().manual_seed(0)
@@ -87,8 +88,8 @@ def test_fid_is_zero_on_itself_and_grows_with_noise(inception):
         f, _ = extract(inception, (x + level * noise).clamp(-1, 1), batch_size=20)
         fids.append(frechet_distance(feature_stats(base), feature_stats(f)))
     assert 0 < fids[0] < fids[1] < fids[2]
-    kid_self, _ = kernel_inception_distance(base, base, n_subsets=5, subset_size=40)
-    kid_noisy, _ = kernel_inception_distance(base, f, n_subsets=5, subset_size=40)
+    kid_self, _ = kernel_inception_distance(base, base, n_subsets=5, subset_size=20)
+    kid_noisy, _ = kernel_inception_distance(base, f, n_subsets=5, subset_size=20)
     assert kid_self < kid_noisy
 
 
@@ -182,3 +183,16 @@ def test_per_class_scores_compare_each_class_with_its_own_reference(tmp_path, mo
     assert [result[c]["n"] for c in range(3)] == [60, 60, 5]
     assert result[0]["fid"] < 5 < 50 < result[1]["fid"] and result[0]["kid"] < 0.05 < result[1]["kid"]
     assert result[2]["fid"] is None and result[2]["kid"] is None
+
+
+def test_fid_of_fewer_than_two_images_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(fid.FidScorer, "inception", lambda self: pytest.fail("no Inception for a refused count"))
+    reference = LabelledImages(np.zeros(10, dtype=int))
+    with pytest.raises(UserError, match="FID reference: 1 train image"):
+        fid.FidScorer(reference, str(tmp_path), "toy", "cpu", n_ref=1)
+    with pytest.raises(UserError, match="FID reference: 1 train image"):
+        fid.FidScorer(torch.utils.data.Subset(reference, [3]), str(tmp_path), "toy", "cpu")
+    scorer = fid.FidScorer(reference, str(tmp_path), "toy", "cpu", n_ref=2)
+    with pytest.raises(UserError, match="FID of 1 image"):
+        scorer.score(torch.zeros(1, 1, 2, 2))
+    assert not os.listdir(tmp_path)  # nothing computed or cached

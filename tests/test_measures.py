@@ -122,14 +122,26 @@ def test_actnorm_reads_its_flag_from_the_device_once(monkeypatch):
 
 def test_stop_request_is_read_across_ranks_only_at_sync_points(monkeypatch):
     reduces = []
-    monkeypatch.setattr(stop_module, "any_rank", lambda flag, info: reduces.append(1) or flag)
+    other_rank = torch.tensor([0, 0], dtype=torch.int32)  # what the other rank contributes to the all-reduce
+
+    def max_over_ranks(value, info):
+        reduces.append(value.tolist())
+        return torch.maximum(value, other_rank)
+    monkeypatch.setattr(stop_module, "max_over_ranks", max_over_ranks)
     monkeypatch.setattr(stop_module.signal, "signal", lambda *a: None)
     stop = stop_module.StopRequest()
     ranks = DistInfo(rank=0, world=2)
     stop.signum = 15  # SIGTERM arrived
     assert [stop.requested("cpu", ranks, sync_point=False) for _ in range(10)] == [False] * 10 and not reduces
-    assert stop.requested("cpu", ranks, sync_point=True) and reduces == [1]
+    assert stop.requested("cpu", ranks, sync_point=True) and reduces == [[15, 0]]
     assert stop.requested("cpu", DistInfo(), sync_point=False)  # one process: no collective, stop at once
+    # the signal reached the other rank alone: this one stops too, as stopped by that signal (not by the clock)
+    calm = stop_module.StopRequest()
+    other_rank[0] = 15
+    assert calm.requested("cpu", ranks, sync_point=True) and calm.signum == 15
+    other_rank[:] = torch.tensor([0, 1])  # the other rank's --max_minutes ran out
+    late = stop_module.StopRequest()
+    assert late.requested("cpu", ranks, sync_point=True) and late.signum is None
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +154,7 @@ def conditional_sn_run(tmp_path_factory, fmnist_root, fmnist_centers):
 
 
 PROJECT_MODES = ["test_clf", "cali", "tsne", "OOD", "logp_hist", "uncond_samples", "cond_samples", "quality",
-                 "best_samples", "gen", "fid"]
+                 "best_samples", "gen", "fid", "inpaint", "denoise"]
 
 
 def test_project_variant_leaves_the_model_state_bit_identical(conditional_sn_run, tmp_path, monkeypatch):
@@ -154,7 +166,8 @@ def test_project_variant_leaves_the_model_state_bit_identical(conditional_sn_run
     for mode in PROJECT_MODES:
         eval_maebm.main(["--load_path", conditional_sn_run, "--eval", mode, "--variant", "project", "--save_dir",
                          str(tmp_path / mode), "--n_points", "40", "--n_samples", "20", "--n_sample_steps", "3",
-                         "--fresh_samples", "20", "--batch_size", "20", "--n_steps", "1", "--n_per_class", "2"])
+                         "--fresh_samples", "20", "--batch_size", "20", "--n_steps", "1", "--n_per_class", "2",
+                         "--no_fid", "--n_draws", "2"])
         state = models[-1].state_dict()
         changed = [k for k, v in ckpt["model_state_dict"].items() if not torch.equal(v, state[k])]
         assert not changed, f"{mode} changed {changed}"

@@ -136,3 +136,33 @@ def test_sigterm_checkpoints_and_exits(tmp_path, fmnist_root, fmnist_centers):
     assert "--resume" in open(os.path.join(save, "log.txt")).read()
     assert read_state(os.path.join(save, "last_ckpt.pt"))[2] >= 3
     assert os.path.isdir(save)
+
+
+def write_noise_image_folder(root, n_per_class=16):
+    """img32 in ImageFolder layout (train and test splits), noise images whose brightness is set by the class."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(2):
+            folder = os.path.join(root, "img32", split, f"c{c}")
+            os.makedirs(folder)
+            for i in range(n_per_class):
+                pixels = np.clip(60 + 120 * c + rng.integers(0, 60, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(os.path.join(folder, f"{i}.png"))
+    return root
+
+
+def test_folder_dataset_with_workers_resumed_mid_epoch_equals_uninterrupted(tmp_path):
+    """Folder datasets stay on the DataLoader: its workers' augmentation must not restart at a resume."""
+    root = write_noise_image_folder(str(tmp_path / "data"))
+    common = ["--dataset", "img32", "--data_root", root, *TINY, "--workers", "2", "--batch_size", "8",
+              "--pyx_batch_size", "8", "--n_valid", "0", "--init", "u", "--n_steps", "2", "--n_epochs", "3",
+              "--ckpt_every_iters", "3", "--novis"]
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    run_script("train_maebm.py", *common, "--save_dir", full, check=True)
+    run_script("train_maebm.py", *common, "--save_dir", part, "--max_iters", "6", check=True)
+    assert read_state(os.path.join(part, "last_ckpt.pt"))[2] == 6  # halfway through the second epoch of 4
+    run_script("train_maebm.py", *common, "--resume", part, check=True)
+    assert read_state(os.path.join(full, "last_ckpt.pt"))[2] == 12
+    assert_same_run(full, part)

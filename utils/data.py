@@ -246,8 +246,16 @@ def images_as_uint8(ds):
     return images.contiguous(), dataset_labels(ds)
 
 
+def epoch_item_seeds(n, seed, epoch, rank=0, world=1):
+    """The random-transform seeds of this rank's share of epoch `epoch`, aligned with epoch_order: a function of
+    (seed, epoch, position) alone."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch + 2 ** 40)
+    return torch.randint(2 ** 62, (n,), generator=g)[rank::world][:n // world]
+
+
 class EpochSampler(torch.utils.data.Sampler):
-    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order.
+    """A fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order; it yields
+    (index, seed) pairs for SeededItems.
 
     Under torchrun each rank takes every world-th index of the same permutation (equal shares).
     """
@@ -261,21 +269,42 @@ class EpochSampler(torch.utils.data.Sampler):
         self.epoch, self.start = epoch, start
 
     def __iter__(self):
-        return iter(epoch_order(self.n, self.seed, self.epoch, self.rank, self.world)[self.start:].tolist())
+        order = epoch_order(self.n, self.seed, self.epoch, self.rank, self.world)[self.start:]
+        seeds = epoch_item_seeds(self.n, self.seed, self.epoch, self.rank, self.world)[self.start:]
+        return zip(order.tolist(), seeds.tolist())
 
     def __len__(self):
         return self.per_rank - self.start
 
 
+class SeededItems(torch.utils.data.Dataset):
+    """`dataset[index]` with its random transforms seeded by the sampler's per-item seed: augmentation depends on the
+    item's place in the epoch alone, whatever the number of workers and wherever a run resumed (a worker's own RNG
+    would have advanced over the batches before a resume point)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 def make_loader(dataset, batch_size, seed, num_workers, shuffle=True, drop_last=True, rank=0, world=1):
-    """DataLoader over `dataset`; shuffled ones use an EpochSampler (set_epoch before each epoch)."""
+    """DataLoader over `dataset`; shuffled ones use an EpochSampler (set_epoch before each epoch) and seed each
+    item's random transforms (SeededItems)."""
     if len(dataset) == 0:
         raise UserError("dataset is empty")
     sampler = EpochSampler(len(dataset), seed, rank, world) if shuffle else None
     if drop_last and len(dataset) // world < batch_size:
         raise UserError(f"dataset has {len(dataset) // world} images per process, fewer than one batch of {batch_size}")
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+    return DataLoader(SeededItems(dataset) if shuffle else dataset, batch_size=batch_size, sampler=sampler,
+                      num_workers=num_workers, drop_last=drop_last, pin_memory=torch.cuda.is_available(),
                       # its own generator: creating an iterator must not draw from the global RNG,
                       # or a resumed run's random stream would shift
                       generator=torch.Generator().manual_seed(seed))

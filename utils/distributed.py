@@ -1,4 +1,5 @@
 """torch.distributed helpers for torchrun runs: rank info and the few collectives the trainer needs."""
+import contextlib
 from dataclasses import dataclass
 import os
 
@@ -21,6 +22,43 @@ class DistInfo:
     @property
     def is_main(self):
         return self.rank == 0
+
+
+# torch.distributed's calls that every rank must enter, in the same order (DistributedDataParallel's buffer
+# broadcast and SyncBatchNorm's all-gather go through these too)
+COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_object", "broadcast",
+               "broadcast_object_list", "barrier", "gather", "gather_object", "scatter", "reduce",
+               "reduce_scatter_tensor", "all_to_all", "_broadcast_coalesced")
+
+
+@contextlib.contextmanager
+def patched_collectives(wrap):
+    """Inside the block, each torch.distributed collective `name` is replaced by wrap(name, original)."""
+    originals = {name: getattr(dist, name) for name in COLLECTIVES if hasattr(dist, name)}
+    for name, fn in originals.items():
+        setattr(dist, name, wrap(name, fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(dist, name, fn)
+
+
+@contextlib.contextmanager
+def main_only(info, what):
+    """A block that rank 0 runs alone (grids, probes, files): a collective inside it, which no other rank joins,
+    raises at once instead of hanging the run (for instance SyncBatchNorm's all-gather of a model in train mode)."""
+    if not info.enabled:
+        yield
+        return
+
+    def refuse(name, _):
+        def call(*args, **kwargs):
+            raise RuntimeError(f"{what}: torch.distributed.{name} on rank 0 alone would wait forever for the other "
+                               "ranks; run it on every rank, or with no collective (eval mode, no SyncBatchNorm)")
+        return call
+    with patched_collectives(refuse):
+        yield
 
 
 def init_distributed(use_cuda):
@@ -61,13 +99,18 @@ def broadcast_object(obj, info):
     return box[0]
 
 
+def max_over_ranks(value, info):
+    """The element-wise maximum of an integer tensor over the ranks (an all-reduce, no host sync)."""
+    if not info.enabled:
+        return value
+    value = value.clone()
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value
+
+
 def any_rank(flag, info):
     """A boolean tensor that is true when it is true on any rank (no host sync)."""
-    if not info.enabled:
-        return flag
-    value = flag.to(torch.int32)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return value.bool()
+    return max_over_ranks(flag.to(torch.int32), info).bool()
 
 
 def on_main(fn, info):
@@ -75,7 +118,8 @@ def on_main(fn, info):
     error = None
     if info.is_main:
         try:
-            fn()
+            with main_only(info, "a step rank 0 runs alone"):
+                fn()
         except UserError as e:
             error = str(e)
     error = broadcast_object(error, info)

@@ -114,3 +114,19 @@ def int_or_minus_one(text):
     if v < -1:
         raise argparse.ArgumentTypeError(f"expected -1 or an integer >= 0, got {text}")
     return v
+
+
+def fid_images(text):
+    """argparse type: an image count FID and KID are defined on (a covariance needs at least 2)."""
+    v = int(text)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 images (FID needs a covariance), got {text}")
+    return v
+
+
+def fid_images_or_zero(text):
+    """argparse type: an image count for FID, at least 2, or 0 (whose meaning the flag's help gives)."""
+    v = int(text)
+    if v != 0 and v < 2:
+        raise argparse.ArgumentTypeError(f"expected 0 or at least 2 images (FID needs a covariance), got {text}")
+    return v

@@ -258,6 +258,7 @@ def inception_score(logits, splits=10):
     return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
 
+MIN_IMAGES = 2  # a covariance (FID) and an unbiased MMD (KID) need at least two images on each side
 PER_CLASS_MIN = 10  # images of a class below which its FID/KID are not computed (a covariance of fewer is noise)
 KID_KEEP = 10000  # reference features kept for KID
 
@@ -305,8 +306,11 @@ class FidScorer:
     def __init__(self, reference_set, cache_dir, name, device, batch_size=100, n_ref=0, seed=1, weights=None,
                  precision="exact", split="train"):
         self.reference_set, self.device, self.batch_size = reference_set, device, batch_size
-        self.n_ref, self.seed, self.weights, self.precision = n_ref, seed, weights, precision
+        self.n_ref, self.seed, self.weights, self.precision, self.split = n_ref, seed, weights, precision, split
         n = len(reference_set)
+        if min(n, n_ref or n) < MIN_IMAGES:
+            raise UserError(f"FID reference: {min(n, n_ref or n)} {split} image(s); FID and KID need at least "
+                            f"{MIN_IMAGES} (--fid_ref_n, or more images)")
         self.indices = torch.arange(n) if not n_ref or n_ref >= n else \
             torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_ref]
         _, images = base_indices(reference_set, self.indices)
@@ -339,7 +343,7 @@ class FidScorer:
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.reference_set, self.indices.tolist()),
                                              batch_size=self.batch_size)
         feats, _ = extract(self.inception(), loader, device=self.device,
-                           desc=f"reference: {len(self.indices)} training images")
+                           desc=f"reference: {len(self.indices)} {self.split} images")
         mu, sigma = feature_stats(feats)
         keep = feats[self._kept()].astype(np.float32)
         os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
@@ -360,6 +364,8 @@ class FidScorer:
     def score(self, samples, classes=None):
         """FID, KID (and IS where the weights allow) of samples in [-1, 1]; with `classes` (a label per sample, e.g.
         the classifier's prediction), per-class scores too (per_class_scores)."""
+        if len(samples) < MIN_IMAGES:
+            raise UserError(f"FID of {len(samples)} image(s): FID and KID need at least {MIN_IMAGES}; score more images")
         (mu, sigma), ref_feats = self.reference()
         feats, logits = extract(self.inception(), samples, self.batch_size, self.device,
                                 desc=f"samples: {len(samples)} images")

@@ -5,6 +5,7 @@ from utils.evaluation.embedding import mode_tsne
 from utils.evaluation.generative import (mode_best_samples, mode_cond_samples, mode_fid, mode_gen, mode_quality,
                                          mode_uncond_samples)
 from utils.evaluation.ood import mode_logp_hist, mode_ood
+from utils.evaluation.restoration import mode_denoise, mode_inpaint
 from utils.evaluation.run_logs import mode_diagnostics, mode_thermo
 
 # name: (function, needs: "model" = fn(Evaluation, out) / "logs" = fn(run_dir, out), needs a trained classifier,
@@ -26,6 +27,12 @@ MODES = {
     "quality": (mode_quality, "model", True, "per class, the buffer's most and least confident images"),
     "best_samples": (mode_best_samples, "model", True,
                      "per predicted class, the buffer images of highest f(x) (--ratio of them)"),
+    "inpaint": (mode_inpaint, "model", False,
+                "test images with --masks completed by chains on the missing pixels (started from the fitted Gaussian's "
+                "exact conditional), beside that conditional's mean and samples: MSE/PSNR, accuracy, FID"),
+    "denoise": (mode_denoise, "model", False,
+                "test images with noise at --noise_levels restored by chains on E(x) + ||x - y||^2 / 2s^2, beside the "
+                "Gaussian's posterior (the Wiener filter): MSE/PSNR, accuracy, FID"),
     "thermo": (mode_thermo, "logs", False, "figures of a --thermo run's thermo.csv (no model needed)"),
     "diagnostics": (mode_diagnostics, "logs", False, "energy gap and gradient norm along training from metrics.jsonl"),
 }

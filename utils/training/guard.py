@@ -3,7 +3,7 @@ import os
 
 import torch
 
-from utils.distributed import any_rank
+from utils.distributed import any_rank, main_only
 from utils.errors import UserError
 from utils.run_dir import save_grid
 
@@ -27,7 +27,8 @@ class DivergenceGuard:
         --max_rollbacks, stop with one line."""
         args = self.args
         if x_q is not None and not args.novis and self.dist.is_main:
-            save_grid(x_q, os.path.join(args.save_dir, f"diverge_{state.epoch}_{iteration:08d}.png"))
+            with main_only(self.dist, "the divergence grid"):
+                save_grid(x_q, os.path.join(args.save_dir, f"diverge_{state.epoch}_{iteration:08d}.png"))
         if state.rollbacks >= args.max_rollbacks:
             raise UserError(f"training diverged at iteration {iteration} after {state.rollbacks} rollbacks "
                             f"(see --max_rollbacks); samples saved as diverge_*.png in {args.save_dir}")

@@ -4,7 +4,7 @@ import os
 import torch
 
 from models.energy import class_conditional
-from utils.distributed import broadcast_object
+from utils.distributed import broadcast_object, main_only
 from utils.run_dir import read_metrics, save_grid
 from utils.sampling.buffer import buffer_census, uniform_start
 from utils.sampling.diagnostics import chain_summary, long_run_chains, plot_chain_trace
@@ -75,24 +75,35 @@ def evaluate_epoch(parts, state, logger, epoch):
     if data.valid is not None and parts.plan.classifying and results["valid/acc"] > state.best_valid_acc:
         state.best_valid_acc = results["valid/acc"]
         state.save("best_valid_ckpt.pt")
-    if args.novis or parts.buffer is None or not dist.is_main:
+    if args.novis or parts.buffer is None:
         return
-    if args.plot_uncond:
-        save_grid(parts.buffer.samples[:100], os.path.join(args.save_dir, "samples", f"buffer_{epoch}.png"))
-        logger.image("samples/buffer", parts.buffer.samples[:64], state.iteration)
-    if args.plot_cond:
-        # the model as training's chains see it, its state (BatchNorm statistics, spectral-norm vectors) unchanged;
-        # with a separate energy head the class enters through the classifier's log p(y|x)
-        y = torch.arange(data.n_classes, device=device).repeat_interleave(10)
-        x0 = parts.precision.layout(parts.start_fn(len(y), y))
-        chains = parts.ema.model if args.ema_chains else model
-        train = chains_in_train_mode(args.sampler, parts.plan.generative, args.ema_chains)
-        with frozen_model_state(chains, train=train) as chains, parts.precision.sampler_autocast():
-            x, _ = run_sampler(args.sampler, class_conditional(chains), x0, args.n_steps * 10, args.sgld_lr,
-                               args.sgld_std, y=y, n_leapfrog=args.n_leapfrog, anneal_factor=args.anneal_factor,
-                               time_cutoff=args.time_cutoff)
-        save_grid(x, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
-        logger.image("samples/class_conditional", x, state.iteration)
+    # on every rank: training's chains run in train mode, where SyncBatchNorm all-gathers its statistics
+    cond = class_conditional_grid(parts) if args.plot_cond else None
+    if not dist.is_main:
+        return
+    with main_only(dist, "the epoch's sample grids"):
+        if args.plot_uncond:
+            save_grid(parts.buffer.samples[:100], os.path.join(args.save_dir, "samples", f"buffer_{epoch}.png"))
+            logger.image("samples/buffer", parts.buffer.samples[:64], state.iteration)
+        if cond is not None:
+            save_grid(cond, os.path.join(args.save_dir, "samples", f"cond_{epoch}.png"), nrow=10)
+            logger.image("samples/class_conditional", cond, state.iteration)
+
+
+def class_conditional_grid(parts):
+    """Ten chains per class, run as training's chains run (the model, its mode and weights), the model's state
+    (BatchNorm statistics, spectral-norm vectors) unchanged; with a separate energy head the class enters through
+    the classifier's log p(y|x)."""
+    args, device = parts.args, parts.device
+    y = torch.arange(parts.data.n_classes, device=device).repeat_interleave(10)
+    x0 = parts.precision.layout(parts.start_fn(len(y), y))
+    chains = parts.ema.model if args.ema_chains else parts.model
+    train = chains_in_train_mode(args.sampler, parts.plan.generative, args.ema_chains)
+    with frozen_model_state(chains, train=train) as chains, parts.precision.sampler_autocast():
+        x, _ = run_sampler(args.sampler, class_conditional(chains), x0, args.n_steps * 10, args.sgld_lr,
+                           args.sgld_std, y=y, n_leapfrog=args.n_leapfrog, anneal_factor=args.anneal_factor,
+                           time_cutoff=args.time_cutoff)
+    return x
 
 
 @torch.no_grad()
@@ -138,13 +149,16 @@ def finish_iteration(parts, state, logger, bar, result, iteration, epoch, lr, ep
     if iteration % args.print_every == 0:
         log_iteration(parts, logger, bar, result, iteration, epoch, lr)
     if parts.plan.sampling and not args.novis and iteration % args.plot_every == 0 and main:
-        save_iteration_grids(args, logger, result, iteration, epoch)
+        with main_only(parts.dist, "the iteration's sample grids"):
+            save_iteration_grids(args, logger, result, iteration, epoch)
     if parts.plan.sampling and args.long_run_every and state.iteration % args.long_run_every == 0 and main:
-        long_run(parts, logger, state.iteration, epoch)
+        with main_only(parts.dist, "the long-run probe"):
+            long_run(parts, logger, state.iteration, epoch)
     if epoch_end and (epoch % args.eval_every == 0 or epoch == args.n_epochs - 1):
         evaluate_epoch(parts, state, logger, epoch)
     if epoch_end and parts.fid is not None and (epoch % args.fid_every == 0 or epoch == args.n_epochs - 1):
-        fid_of_buffer(parts, logger, state.iteration, epoch)
+        with main_only(parts.dist, "--fid_every"):  # parts.fid exists on rank 0 alone
+            fid_of_buffer(parts, logger, state.iteration, epoch)
     if epoch_end and epoch % args.ckpt_every == 0:
         state.save(f"ckpt_{epoch}.pt")
     if ckpt_due:

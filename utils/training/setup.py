@@ -127,7 +127,7 @@ def make_model_and_optimizer(args, arch, device, dist_info):
                         args.dropout_rate, args.uncond, arch["image_size"], args.spectral_norm,
                         log_normaliser=args.objective == "nce", act=args.act).to(device)
     if args.sync_bn and dist_info.enabled:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = sync_batchnorm(model, device)
     params = model.class_output.parameters() if args.clf_only else model.parameters()
     if args.optimizer == "adam":
         optim = torch.optim.Adam(params, lr=args.lr, betas=(args.adam_beta1, 0.999), weight_decay=args.weight_decay)
@@ -137,6 +137,14 @@ def make_model_and_optimizer(args, arch, device, dist_info):
         adaptive = args.sam_adaptive == "on" or (args.sam_adaptive == "auto" and sada_jem_adaptive(args.rho))
         optim = SharpnessAware(optim, args.rho, adaptive)
     return model, optim
+
+
+def sync_batchnorm(model, device):
+    """--sync_bn under torchrun: the model's BatchNorm layers as SyncBatchNorm, which torch runs on CUDA only."""
+    if device.type != "cuda":
+        raise UserError("--sync_bn: SyncBatchNorm runs on CUDA devices only; on the CPU drop it (each process then "
+                        "keeps its own BatchNorm statistics)")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def make_buffer(args, plan, start_fn, device, dist_info):

@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from utils.distributed import any_rank
+from utils.distributed import max_over_ranks
 
 
 class StopRequest:
@@ -24,10 +24,15 @@ class StopRequest:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def requested(self, device, dist_info, sync_point):
-        """Whether to stop after this iteration. Under torchrun every rank must stop at the same one, which takes an
-        all-reduce and a host read: that happens only at `sync_point`s (iterations that log or checkpoint, where the
-        loop reads the device anyway), never on the others."""
-        wanted = self.signum is not None or self.out_of_time()
+        """Whether to stop after this iteration. Under torchrun every rank must stop at the same one, for the same
+        reason (a signal to any rank stops every rank as a signal), which takes an all-reduce and a host read: that
+        happens only at `sync_point`s (iterations that log or checkpoint, where the loop reads the device anyway)."""
         if not dist_info.enabled:
-            return wanted
-        return sync_point and bool(any_rank(torch.tensor(wanted, device=device), dist_info))
+            return self.signum is not None or self.out_of_time()
+        if not sync_point:
+            return False
+        local = torch.tensor([self.signum or 0, int(self.out_of_time())], dtype=torch.int32, device=device)
+        signum, out_of_time = max_over_ranks(local, dist_info).tolist()
+        if signum:
+            self.signum = signum
+        return bool(signum or out_of_time)

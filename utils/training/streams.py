@@ -1,7 +1,7 @@
 """Endless, resumable batch streams: in-memory datasets batched on the training device, folder datasets through a
 DataLoader. Both restart at any (epoch, batch) with the same epoch order."""
 from utils.augment import random_crop_flip, to_unit_range
-from utils.data import epoch_order
+from utils.data import SeededItems, epoch_order
 from utils.errors import UserError
 
 
@@ -11,6 +11,8 @@ class ResumableStream:
     def __init__(self, loader, epoch=0, batch=0):
         self.loader = loader
         self.dataset = loader.dataset if loader is not None else None
+        if isinstance(self.dataset, SeededItems):  # per-image readers index the images themselves
+            self.dataset = self.dataset.dataset
         self.batches_per_epoch = len(loader) if loader is not None else 0  # None: a dataset without labels
         self.epoch, self.batch = epoch, batch
         self._it = None
