@@ -123,7 +123,7 @@ def data_root(a):
     if not os.path.isdir(toy):
         sys.path.insert(0, os.path.join(ROOT, "tests"))
         from conftest import write_fashion_mnist
-        write_fashion_mnist(toy, n_train=640, n_test=200)
+        write_fashion_mnist(toy, n_train=320, n_test=100)
     return toy, "toy class images (no Fashion-MNIST under --data_root)"
 
 
@@ -154,7 +154,7 @@ def fp32_vs_fast(a):
     centers = os.path.join(a.out, "centers")
     run(["one_center.py", "--dataset", "fashionmnist", "--data_root", root, "--save_dir", centers], 120,
         os.path.join(a.out, "one_center.log"))
-    iters, result = (20 if a.smoke else a.iters), {"data": what}  # smoke: one epoch of the toy set
+    iters, result = (10 if a.smoke else a.iters), {"data": what}  # smoke: one epoch of the toy set
     for name, fast in (("fp32", []), ("fast", ["--amp", "on", "--channels_last", "on"])):
         save = os.path.join(a.out, f"run_{name}")
         rc, sec = run(train_flags(a, root, centers, save, iters) + fast, 200, os.path.join(a.out, f"train_{name}.log"))
