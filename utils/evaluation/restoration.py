@@ -1,6 +1,7 @@
 """Completing and denoising test images: the EBM's chains beside the fitted Gaussian's exact conditional and
 posterior (the best linear estimator), per mask and per noise level."""
 import os
+from types import SimpleNamespace
 
 import torch
 
@@ -148,16 +149,27 @@ def test_set(ev):
     return x, y
 
 
-def mode_inpaint(ev, out):
+def restoration_job(ev, out):
+    """What both modes share: the fitted Gaussians, the test images, the chains' length, the seeded generator, the
+    labels the chains are given (or None), the scorer, and the result's header."""
     args = ev.args
     gaussians, factors = fitted_gaussians(ev)
     truth, labels = test_set(ev)
-    n, shape, steps = len(truth), truth.shape[1:], args.n_steps or ev.train_args["n_steps"]
-    g = torch.Generator().manual_seed(args.seed)
-    y = labels if args.given_label else None
-    result = {"n_images": n, "n_draws": args.n_draws, "n_steps": steps, "sampler": ev.sampler,
-              "given_label": args.given_label, "gaussians": len(gaussians), "masks": {}}
-    scorer = Scorer(ev, out)
+    job = SimpleNamespace(gaussians=gaussians, factors=factors, truth=truth, labels=labels, n=len(truth),
+                          shape=truth.shape[1:], steps=args.n_steps or ev.train_args["n_steps"],
+                          g=torch.Generator().manual_seed(args.seed), y=labels if args.given_label else None)
+    header = {"n_images": job.n, "n_draws": args.n_draws, "n_steps": job.steps, "sampler": ev.sampler,
+              "given_label": args.given_label, "gaussians": len(gaussians)}
+    job.scorer = Scorer(ev, out)
+    return job, header
+
+
+def mode_inpaint(ev, out):
+    args = ev.args
+    job, result = restoration_job(ev, out)
+    gaussians, factors, truth, labels, n, shape, steps, g, y, scorer = (
+        job.gaussians, job.factors, job.truth, job.labels, job.n, job.shape, job.steps, job.g, job.y, job.scorer)
+    result["masks"] = {}
     for name in args.masks:
         free = missing_pixels(name, n, shape, args.seed)
         flat_known = ~free.flatten(1)
@@ -180,18 +192,13 @@ def mode_inpaint(ev, out):
 
 def mode_denoise(ev, out):
     args = ev.args
-    gaussians, factors = fitted_gaussians(ev)
-    truth, labels = test_set(ev)
-    n, shape, steps = len(truth), truth.shape[1:], args.n_steps or ev.train_args["n_steps"]
-    g = torch.Generator().manual_seed(args.seed)
-    y = labels if args.given_label else None
+    job, result = restoration_job(ev, out)
+    gaussians, factors, truth, labels, n, shape, steps, g, y, scorer = (
+        job.gaussians, job.factors, job.truth, job.labels, job.n, job.shape, job.steps, job.g, job.y, job.scorer)
     everywhere = torch.ones_like(truth, dtype=torch.bool)
-    result = {"n_images": n, "n_draws": args.n_draws, "n_steps": steps, "sampler": ev.sampler,
-              "given_label": args.given_label, "gaussians": len(gaussians), "levels": {}}
-    scorer = Scorer(ev, out)
+    result["levels"] = {}
     for sigma in args.noise_levels:
         noisy = truth + sigma * torch.randn(truth.shape, generator=g)
-
         solve = lambda mean, cov, joint: denoising_posterior(mean, cov, noisy.flatten(1), sigma, joint)[:3]
         gauss_mean, gauss_draws = gaussian_estimates(gaussians, factors, solve, truth.flatten(1), labels,
                                                      args.n_draws, args.given_label, g)
