@@ -467,6 +467,10 @@ MUTANTS = [
     Mutant("completions_keep_the_chains_known_pixels", "utils/evaluation/restoration.py",
            (("        ebm = torch.where(known, kept, ebm).reshape(", "        ebm = ebm.reshape("),),
            (R + "test_inpaint_and_denoise_write_their_results_and_keep_the_known_pixels",)),
+    Mutant("buffer_census_by_the_online_classifier", "utils/training/reporting.py",
+           (("    classifier = parts.ema.model if parts.ema is not None else parts.model\n",
+             "    classifier = parts.model\n"),),
+           ("tests/test_sampling.py::test_buffer_classes_follow_the_classifier_evaluation_uses",)),
 ]
 
 

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn as nn
@@ -5,6 +7,7 @@ import torch.nn as nn
 from utils.sampling.buffer import ReplayBuffer, buffer_census, uniform_start
 from utils.sampling.sgld import sgld_sample
 from utils.sampling.starts import make_start_fn
+from utils.training.reporting import buffer_classes
 
 
 class Quadratic(nn.Module):
@@ -99,7 +102,6 @@ def test_buffer_counts_the_steps_each_entry_ran_since_its_start():
 
 
 def test_standard_gaussian_and_data_plus_noise_starts():
-    from types import SimpleNamespace
 
     torch.manual_seed(0)
     n_start = make_start_fn(SimpleNamespace(init="n"), (1, 4, 4), "cpu", None)
@@ -125,3 +127,23 @@ def test_buffer_census_counts_classes_and_chain_ages():
     assert (census["min_class_share"], census["max_class_share"]) == (0.0, pytest.approx(4 / 6))
     assert (census["never_sampled"], census["min_steps"]) == (2, 0) and census["mean_steps"] == pytest.approx(4)
     assert "mean_steps" not in buffer_census(classes, None, 4)
+
+
+class ConstantClassifier(nn.Module):
+    """Predicts one class for every image, whatever its weights."""
+
+    def __init__(self, label):
+        super().__init__()
+        self.label = label
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def classify(self, x):
+        return torch.nn.functional.one_hot(torch.full((len(x),), self.label), 3).float() + self.bias
+
+
+def test_buffer_classes_follow_the_classifier_evaluation_uses():
+    parts = SimpleNamespace(buffer=SimpleNamespace(samples=torch.zeros(7, 1, 4, 4)),
+                            precision=SimpleNamespace(layout=lambda x: x), model=ConstantClassifier(1), ema=None)
+    assert buffer_classes(parts).tolist() == [1] * 7
+    parts.ema = SimpleNamespace(model=ConstantClassifier(2))  # with --ema: the average's classes, as eval's census
+    assert buffer_classes(parts).tolist() == [2] * 7

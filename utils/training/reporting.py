@@ -108,9 +108,11 @@ def class_conditional_grid(parts):
 
 @torch.no_grad()
 def buffer_classes(parts):
-    """The classifier's class of every buffer image (eval mode, batches of 500; the model's state unchanged)."""
+    """The class of every buffer image by the classifier evaluation uses, the --ema average when there is one (eval
+    mode, batches of 500; the model's state unchanged)."""
     samples, layout = parts.buffer.samples, parts.precision.layout
-    with frozen_model_state(parts.model, train=False) as model:
+    classifier = parts.ema.model if parts.ema is not None else parts.model
+    with frozen_model_state(classifier, train=False) as model:
         return torch.cat([model.classify(layout(samples[i:i + 500])).argmax(1) for i in range(0, len(samples), 500)])
 
 
