@@ -102,7 +102,6 @@ def test_buffer_counts_the_steps_each_entry_ran_since_its_start():
 
 
 def test_standard_gaussian_and_data_plus_noise_starts():
-
     torch.manual_seed(0)
     n_start = make_start_fn(SimpleNamespace(init="n"), (1, 4, 4), "cpu", None)
     x = n_start(20000)
