@@ -103,6 +103,9 @@ def build_parser():
     g.add_argument("--ssm_projections", type=positive_int, default=1, help="ssm: random projections per image")
     g.add_argument("--ssm_dist", default="rademacher", choices=["rademacher", "gaussian"],
                    help="ssm: distribution of the projection vectors")
+    g.add_argument("--sm_scale", default="image", choices=["image", "pixel"],
+                   help="dsm, ssm: their loss per image (the papers' sum over its values) or per pixel (divided by "
+                        "the values per image, so it sits on the cross-entropy's scale)")
     g.add_argument("--nce_ratio", type=positive_int, default=1, help="nce: noise draws per data image")
     g.add_argument("--time_cutoff", type=probability, default=1.0,
                    help="energy_matching: path time from which the flow term fades linearly to 0 at t=1, and the flow "

@@ -245,6 +245,13 @@ MUTANTS = [
     Mutant("dsm_without_the_noise_target", "utils/training/chain_free.py",
            (("return 0.5 * _per_image((sigma * s + eps) ** 2).mean(), f", "return 0.5 * _per_image((sigma * s) ** 2).mean(), f"),),
            (C + "test_dsm_equals_its_formula", C + "test_dsm_with_a_small_sigma_recovers_the_precision")),
+    # issue 34: the per-pixel scale of dsm and ssm
+    Mutant("sm_per_pixel_ignored", "utils/training/chain_free.py",
+           (("return loss / x[0].numel() if self.per_pixel else loss", "return loss"),),
+           (C + "test_the_per_pixel_scale_divides_the_per_image_loss_by_the_values_per_image",)),
+    Mutant("sm_scale_flag_not_passed", "utils/training/setup.py",
+           (('per_pixel=args.sm_scale == "pixel"', "per_pixel=False"),),
+           (C + "test_sm_scale_pixel_reaches_the_training_loss",)),
     Mutant("ssm_without_the_hessian_term", "utils/training/chain_free.py",
            (("return (_per_image(hv * v) + 0.5 * sv ** 2).mean(), f", "return (0.5 * sv ** 2).mean(), f"),),
            (C + "test_ssm_equals_its_formula", C + "test_ssm_recovers_the_precision")),

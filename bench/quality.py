@@ -75,27 +75,30 @@ RECIPES = {
                   "--optimizer", "adam", "--lr", "1e-4", "--adam_beta1", "0", "--weight_decay", "0",
                   "--warmup_iters", "0", "--clip_grad", "0.1", "--batch_size", "128"]),
 }
-# Without chains: the same net, p(y|x) term and SGD as majem, so only the generative term differs. Samples come from
-# annealed Langevin at NCSN's step-to-noise ratio (step 0.2 sigma^2 at each level: 2e-3 at sigma 0.1, 100x at 1).
-ANNEALED = ["--sampler", "annealed", "--n_steps", "60", "--sgld_lr", "0.002", "--sgld_std", "0.063",
-            "--anneal_factor", "100"]
-CHAIN_FREE = ["--px", "1", "--pyx", "1", "--init", "gm"] + ANNEALED + SGD
-# Energy Matching's flow phase, the paper's sampler (K=200 at dt 0.01: a noise-free flow to t=1, then Langevin at
-# temperature 0.01) and optimiser (Adam, gradient clipped at 1, no BatchNorm: its velocity must not depend on the
-# batch); the paper's 10,000 warm-up iterations shortened to the budget.
+# Energy Matching's net and optimiser, which the chain-free rows share: no BatchNorm (a velocity or score must not
+# depend on the batch), SiLU, Adam 1e-3 with the gradient clipped at 1 (the paper's 10,000 warm-up iterations
+# shortened to the budget).
+SCORE_NET_ADAM = ["--norm", "none", "--act", "silu", "--optimizer", "adam", "--lr", "1e-3", "--weight_decay", "0",
+                  "--warmup_iters", "100", "--clip_grad", "1"]
+# Energy Matching's flow phase with the paper's sampler: K=200 at dt 0.01, a noise-free flow to t=1, then Langevin at
+# temperature 0.01.
 ENERGY_MATCHING = ["--px", "1", "--pyx", "1", "--init", "gm", "--objective", "energy_matching", "--sampler", "flow",
-                   "--n_steps", "200", "--sgld_lr", "0.01", "--sgld_std", "0.014", "--norm", "none", "--act", "silu",
-                   "--optimizer", "adam", "--lr", "1e-3", "--weight_decay", "0", "--warmup_iters", "100",
-                   "--clip_grad", "1"]
+                   "--n_steps", "200", "--sgld_lr", "0.01", "--sgld_std", "0.014"] + SCORE_NET_ADAM
+# Without chains: samples by the annealed sampler at NCSN's step schedule (0.2 sigma^2 at each level: 2e-3 at sigma
+# 0.1, 100x at 1) without noise: at temperature 1 the chains of one time-independent energy stay as far from the
+# data as its largest noise level (the sampler sweep in docs/recipes.md).
+ANNEALED = ["--sampler", "annealed", "--n_steps", "60", "--sgld_lr", "0.002", "--sgld_std", "0", "--anneal_factor",
+            "100"]
+CHAIN_FREE = ["--px", "1", "--pyx", "1", "--init", "gm"] + ANNEALED + SCORE_NET_ADAM
 RECIPES.update({
     "energy_matching": ("Energy Matching, flow phase: -grad E regresses OT-paired straight paths from the fitted "
                         "Gaussian to the data; samples by its gradient flow then a Langevin tail (K=200)",
                         ENERGY_MATCHING),
-    "dsm": ("denoising score matching, noise levels 1 to 0.1, annealed Langevin samples (K=60)",
-            CHAIN_FREE + ["--objective", "dsm", "--dsm_sigmas", "1", "0.5", "0.25", "0.1"]),
-    "ssm": ("sliced score matching, one Rademacher projection, annealed Langevin samples (K=60); layer norm: "
-            "SSM's third derivatives do not run through batch norm",
-            CHAIN_FREE + ["--objective", "ssm", "--norm", "layer"]),
+    "dsm": ("denoising score matching, noise levels 1 to 0.025, per-pixel loss, annealed noise-free samples (K=60)",
+            CHAIN_FREE + ["--objective", "dsm", "--sm_scale", "pixel", "--dsm_sigmas", "1", "0.5", "0.25", "0.1", "0.05",
+                          "0.025"]),
+    "ssm": ("sliced score matching, one Rademacher projection, per-pixel loss, annealed noise-free samples (K=60)",
+            CHAIN_FREE + ["--objective", "ssm", "--sm_scale", "pixel"]),
     "nce": ("NCE against the fitted Gaussian (exact density), 1 noise image per data image, log Z learned",
             CHAIN_FREE + ["--objective", "nce"]),
 })
@@ -274,7 +277,7 @@ def markdown(a, rows, floor):
     seeds = (f"training seeds {', '.join(map(str, a.seeds))}" if trained else "each scored run's own training seed") + \
         "; mean (min-max) where a row has several runs"
     threads = f"{a.threads} thread(s) per run, " if a.threads else ""
-    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`); {budget}; {seeds}; {threads}{a.jobs} run(s) at a "
+    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`, unless a recipe's flags below override them); {budget}; {seeds}; {threads}{a.jobs} run(s) at a "
             f"time. FID/KID: {floor['convention']}, Inception {floor['precision']}, reference {floor['reference']}; "
             f"buffer: top {a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: "
             f"{a.n_fresh} from the recipe's own start, its K" + (f" and {a.long_factor}x K" if a.long_factor else "") +

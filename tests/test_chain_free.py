@@ -13,7 +13,7 @@ import torch.nn as nn
 from utils.checkpoint import load_checkpoint
 from utils.run_dir import read_metrics
 from utils.sampling.samplers import anneal_scale, annealed_langevin_sample
-from utils.training.chain_free import dsm_loss, nce_loss, ssm_loss
+from utils.training.chain_free import ChainFreeLoss, dsm_loss, nce_loss, ssm_loss
 
 COV = torch.tensor([[1.0, 0.6], [0.6, 2.0]], dtype=torch.float64)
 MEAN = torch.tensor([0.5, -1.0], dtype=torch.float64)
@@ -102,6 +102,29 @@ def test_nce_equals_its_formula():
 def assert_recovers_the_gaussian(model, atol):
     assert torch.allclose(model.precision, torch.linalg.inv(COV), atol=atol), model.precision
     assert torch.allclose(model.m, MEAN, atol=0.1), model.m
+
+
+class TinyImageEnergy(nn.Module):
+    """f(x) = -sum (w x)^2 over the values of each image, returned as the project's models return it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(0.5, 1.5, 12).view(1, 3, 2, 2))
+
+    def forward(self, x, y=None):
+        return (-((self.w * x) ** 2).flatten(1).sum(1), None)
+
+
+@pytest.mark.parametrize("objective", ["dsm", "ssm"])
+def test_the_per_pixel_scale_divides_the_per_image_loss_by_the_values_per_image(objective):
+    x = torch.randn(5, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    values = {}
+    for per_pixel in (False, True):
+        term = ChainFreeLoss(TinyImageEnergy(), objective, 1.0, 0.0, sigmas=(0.1, 0.3), per_pixel=per_pixel)
+        torch.manual_seed(1)  # the same noise levels, noise and projections for both
+        values[per_pixel] = float(term(x_data=x)[0])
+    assert values[False] > 0
+    assert values[True] == pytest.approx(values[False] / 12, rel=1e-6)
 
 
 def test_dsm_with_a_small_sigma_recovers_the_precision():
@@ -193,6 +216,15 @@ def test_a_chain_free_run_rolls_back_on_divergence(objective, tmp_path, fmnist_r
     assert proc.returncode == 2 and "after 1 rollbacks" in error_line(proc)
     assert "rolled back" in open(os.path.join(save, "log.txt")).read()
     assert load_checkpoint(os.path.join(save, "last_ckpt.pt"))["iteration"] == 0  # the good state is kept
+
+
+def test_sm_scale_pixel_reaches_the_training_loss(tmp_path, fmnist_root, fmnist_centers):
+    first = {}
+    for scale in ("image", "pixel"):
+        save = str(tmp_path / scale)
+        train(save, fmnist_root, fmnist_centers, "dsm", "--n_epochs", "1", "--max_iters", "1", "--sm_scale", scale)
+        first[scale] = read_metrics(os.path.join(save, "metrics.jsonl"))[0]["loss/px"]
+    assert first["pixel"] == pytest.approx(first["image"] / 784, rel=1e-5)  # the same batch, noise and weights
 
 
 def test_chain_free_flags_are_checked(tmp_path, fmnist_root, fmnist_centers):

@@ -72,13 +72,14 @@ class ChainFreeLoss(nn.Module):
     (chains are never drawn, so x_samples and y_samples are None).
 
     dsm: one noise level per image, drawn uniformly from `sigmas`; ssm: `projections` Rademacher or Gaussian
-    projections per image; nce: `ratio` draws per data image from `noise` (log_prob exact), log Z learned
-    (the model's log_z)."""
+    projections per image; `per_pixel`: their loss divided by the values per image; nce: `ratio` draws per data
+    image from `noise` (log_prob exact), log Z learned (the model's log_z)."""
 
     def __init__(self, model, objective, px, pyx, sigmas=(0.1,), projections=1, projection_dist="rademacher",
-                 noise=None, ratio=1):
+                 noise=None, ratio=1, per_pixel=False):
         super().__init__()
         self.model, self.objective, self.px, self.pyx = model, objective, px, pyx
+        self.per_pixel = per_pixel
         self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.float32), persistent=False)
         self.projections, self.projection_dist = projections, projection_dist
         self.noise, self.ratio = noise, ratio
@@ -86,20 +87,24 @@ class ChainFreeLoss(nn.Module):
     def neg_energy(self, x, y=None):
         return self.model(x, y)[0]
 
+    def scaled(self, loss, x):
+        # a per-image sum is hundreds of times the cross-entropy beside it (784 values per Fashion-MNIST image)
+        return loss / x[0].numel() if self.per_pixel else loss
+
     def generative_term(self, x, iteration=0):
         """(loss, detached values to log) of the objective on a batch of data images (at `iteration`, which only
         energy_matching's phases depend on)."""
         if self.objective == "dsm":
             sigma = self.sigmas[torch.randint(len(self.sigmas), (len(x),), device=x.device)]
             loss, f = dsm_loss(self.neg_energy, x, sigma, torch.randn_like(x))
-            return loss, {"energy/f_noisy_data": f.detach().mean()}
+            return self.scaled(loss, x), {"energy/f_noisy_data": f.detach().mean()}
         if self.objective == "ssm":
             x_rep = x.repeat(self.projections, *[1] * (x.dim() - 1))
             v = torch.randn_like(x_rep)
             if self.projection_dist == "rademacher":
                 v = v.sign()
             loss, f = ssm_loss(self.neg_energy, x_rep, v)
-            return loss, {"energy/f_data": f.detach().mean()}
+            return self.scaled(loss, x), {"energy/f_data": f.detach().mean()}
         x_noise = self.noise.sample(self.ratio * len(x))
         log_z = self.model.log_z
         f_data, f_noise = self.neg_energy(x), self.neg_energy(x_noise)

@@ -188,7 +188,8 @@ def make_loss(args, plan, model, device, dist_info, noise, start_fn):
                                   args.cd_neg_clamp).to(device)
     elif args.objective in CHAIN_FREE_OBJECTIVES:
         loss = ChainFreeLoss(model, args.objective, args.px, args.pyx, args.dsm_sigmas or [args.dsm_sigma],
-                             args.ssm_projections, args.ssm_dist, noise, args.nce_ratio).to(device)
+                             args.ssm_projections, args.ssm_dist, noise, args.nce_ratio,
+                             per_pixel=args.sm_scale == "pixel").to(device)
     else:
         loss = JointLoss(model, args.px, args.pyx, args.l2_coeff, args.objective, args.gamma, args.reg)
     if not dist_info.enabled:
