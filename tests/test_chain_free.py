@@ -1,10 +1,11 @@
 """Chain-free objectives (DSM, SSM, NCE): each loss equals its formula written out by hand, each recovers a
 Gaussian's precision matrix (NCE also its log Z) with a quadratic energy, and the annealed Langevin schedule."""
+import importlib.util
 import json
 import math
 import os
 
-from conftest import TINY, error_line, run_script
+from conftest import ROOT, TINY, error_line, run_script
 import numpy as np
 import pytest
 import torch
@@ -263,3 +264,26 @@ def test_nce_noise_has_the_exact_density_of_its_draws(init, fmnist_centers):
         gauss = load_gaussian_start(fmnist_centers, "fashionmnist", (1, 28, 28), init == "gm_class")
         assert torch.equal(x.flatten(1), gauss.draw(4))
     assert np.allclose(density.log_prob(x).double().numpy(), want, rtol=1e-4, atol=1e-2)
+
+
+def load_score_levels():
+    spec = importlib.util.spec_from_file_location("score_levels", os.path.join(ROOT, "bench", "score_levels.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.score_levels
+
+
+def test_score_levels_of_the_exact_gaussian_score_and_of_a_zero_score():
+    """Data N(0, s^2 I) noised at sigma: the exact score -x~ / (s^2 + sigma^2) gives DSM 0.5 s^2 / (s^2 + sigma^2) per
+    pixel and the Wiener error s^2 sigma^2 / (s^2 + sigma^2); a zero score gives 0.5 and leaves the noise."""
+    score_levels = load_score_levels()
+    s2, sigma = 0.25, 0.5
+    x = torch.randn(4000, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * s2 ** 0.5
+    exact = lambda z: -(z ** 2).flatten(1).sum(1) / (2 * (s2 + sigma ** 2))
+    dsm, noisy, denoised = score_levels(exact, x, [sigma], torch.Generator().manual_seed(1))[sigma]
+    assert noisy == pytest.approx(sigma ** 2, rel=0.02)
+    assert dsm == pytest.approx(0.5 * s2 / (s2 + sigma ** 2), rel=0.02)
+    assert denoised == pytest.approx(s2 * sigma ** 2 / (s2 + sigma ** 2), rel=0.02)
+    dsm, noisy, denoised = score_levels(lambda z: 0 * z.flatten(1).sum(1), x, [sigma],
+                                        torch.Generator().manual_seed(1))[sigma]
+    assert dsm == pytest.approx(0.5, rel=0.02) and denoised == pytest.approx(noisy)

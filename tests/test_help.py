@@ -11,7 +11,7 @@ from utils.evaluation import MODES
 
 SCRIPTS = ["one_center.py", "train_maebm.py", "train_maebm_celeba.py", "eval_maebm.py", "sweep.py", "toy_2d.py",
            "bench/fid_of_samples.py", "bench/gpu_check.py", "bench/inception.py", "bench/mutants.py",
-           "bench/precision.py", "bench/quality.py", "bench/train_step.py"]
+           "bench/precision.py", "bench/quality.py", "bench/score_levels.py", "bench/train_step.py"]
 
 
 @pytest.mark.parametrize("module", [train_maebm, eval_maebm, one_center, sweep, toy_2d])
