@@ -95,8 +95,8 @@ RECIPES.update({
                         "Gaussian to the data; samples by its gradient flow then a Langevin tail (K=200)",
                         ENERGY_MATCHING),
     "dsm": ("denoising score matching, noise levels 1 to 0.025, per-pixel loss, annealed noise-free samples (K=60)",
-            CHAIN_FREE + ["--objective", "dsm", "--sm_scale", "pixel", "--dsm_sigmas", "1", "0.5", "0.25", "0.1", "0.05",
-                          "0.025"]),
+            CHAIN_FREE + ["--objective", "dsm", "--sm_scale", "pixel", "--dsm_sigmas", "1", "0.5", "0.25", "0.1",
+                          "0.05", "0.025"]),
     "ssm": ("sliced score matching, one Rademacher projection, per-pixel loss, annealed noise-free samples (K=60)",
             CHAIN_FREE + ["--objective", "ssm", "--sm_scale", "pixel"]),
     "nce": ("NCE against the fitted Gaussian (exact density), 1 noise image per data image, log Z learned",
@@ -277,8 +277,9 @@ def markdown(a, rows, floor):
     seeds = (f"training seeds {', '.join(map(str, a.seeds))}" if trained else "each scored run's own training seed") + \
         "; mean (min-max) where a row has several runs"
     threads = f"{a.threads} thread(s) per run, " if a.threads else ""
-    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`, unless a recipe's flags below override them); {budget}; {seeds}; {threads}{a.jobs} run(s) at a "
-            f"time. FID/KID: {floor['convention']}, Inception {floor['precision']}, reference {floor['reference']}; "
+    head = (f"Fashion-MNIST, small CNN (`{' '.join(NETWORK)}`, unless a recipe's flags below override them); "
+            f"{budget}; {seeds}; {threads}{a.jobs} run(s) at a time. FID/KID: {floor['convention']}, Inception "
+            f"{floor['precision']}, reference {floor['reference']}; "
             f"buffer: top {a.buffer_ratio:g} per predicted class (by energy for p(x)-only models); new chains: "
             f"{a.n_fresh} from the recipe's own start, its K" + (f" and {a.long_factor}x K" if a.long_factor else "") +
             f" steps. Real-data floor: "

@@ -57,7 +57,8 @@ def main(argv=None):
     ckpt = load_checkpoint(a.load_path)
     args = ckpt["args"]
     model = load_model(ckpt, recorded_arch(ckpt["arch"]), args, a.load_path, device)
-    test = load_dataset(args["dataset"], a.data_root or args["data_root"], False, image_transform(args["dataset"], False))
+    dataset = args["dataset"]
+    test = load_dataset(dataset, a.data_root or args["data_root"], False, image_transform(dataset, False))
     generator = torch.Generator().manual_seed(a.seed)
     totals = {sigma: torch.zeros(3, dtype=torch.float64) for sigma in a.sigmas}
     n = min(a.n, len(test))
