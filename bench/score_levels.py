@@ -16,7 +16,7 @@ from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.data import image_transform, load_dataset  # noqa: E402
 from utils.errors import ArgumentParser, UserError, nonneg_int, positive_float, positive_int, run_cli  # noqa: E402
 from utils.evaluation.context import load_model  # noqa: E402
-from utils.training.chain_free import score  # noqa: E402
+from utils.training.chain_free import dsm_loss, score  # noqa: E402
 
 
 def parse(argv=None):
@@ -43,10 +43,10 @@ def score_levels(neg_energy, x, sigmas, generator):
     rows = {}
     for sigma in sigmas:
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        loss, _ = dsm_loss(neg_energy, x, torch.full((len(x),), sigma, dtype=x.dtype, device=x.device), eps)
         noisy = x + sigma * eps
-        s = score(neg_energy, noisy)[2].detach()
-        denoised = noisy + sigma ** 2 * s
-        rows[sigma] = (float(0.5 * ((sigma * s + eps) ** 2).mean()), float(((noisy - x) ** 2).mean()),
+        denoised = noisy + sigma ** 2 * score(neg_energy, noisy)[2].detach()
+        rows[sigma] = (float(loss) / x[0].numel(), float(((noisy - x) ** 2).mean()),
                        float(((denoised - x) ** 2).mean()))
     return rows
 
